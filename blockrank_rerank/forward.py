@@ -1,0 +1,111 @@
+"""Decoder layers 0..L* over a packed stream, reading the signal queries and document keys at layer L*.
+
+Works with any Hugging Face causal LM whose decoder layers follow the Llama layout (Llama, Mistral, Qwen2,
+Qwen3): `input_layernorm -> self_attn(q/k/v/o_proj) -> post_attention_layernorm -> mlp`. The layers'
+own modules compute norms, projections and MLPs; attention is ours, so the block structure is explicit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from .attention import ATTENTION_FUNCTIONS, AttentionPlan
+
+
+@dataclass
+class ScoringState:
+    """What layer L* contributes to scoring, plus the hidden state entering it (for equivalence tests)."""
+
+    signal_queries: torch.Tensor  # (H, S, D) post-RoPE queries of the signal tokens
+    document_keys: torch.Tensor  # (Hkv, Dtok, D) post-RoPE keys of every document token
+    scale: float  # the layer's softmax scale, 1/sqrt(D) for these families
+    hidden: torch.Tensor  # (T, C) input of layer L*
+    logits: Optional[torch.Tensor] = None  # (V,) next-token logits, only when every layer ran
+
+
+def decoder_of(model: Any) -> Any:
+    """The decoder stack (`model.model` for *ForCausalLM, or the model itself)."""
+    decoder = getattr(model, "model", model)
+    for name in ("embed_tokens", "layers", "rotary_emb", "norm"):
+        if not hasattr(decoder, name):
+            raise TypeError(f"{type(model).__name__} has no decoder attribute {name!r}; expected a Llama-style causal LM")
+    return decoder
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding. Shapes: x (heads, T, D), cos/sin (T, D)."""
+    return x * cos + rotate_half(x) * sin
+
+
+def project(attn: Any, x: torch.Tensor, projection: str, norm: str, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Query or key heads with RoPE. Shapes: x (T, C) -> (heads, T, D)."""
+    heads = getattr(attn, projection)(x).view(x.shape[0], -1, attn.head_dim)  # (T, heads * D) -> (T, heads, D)
+    if hasattr(attn, norm):  # Qwen3 normalises q and k per head
+        heads = getattr(attn, norm)(heads)
+    return apply_rope(heads.transpose(0, 1), cos, sin)  # (heads, T, D)
+
+
+def attention_sublayer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
+    """Residual attention step of one decoder layer. Shapes: hidden (T, C) -> (T, C)."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)
+    q = project(attn, x, "q_proj", "q_norm", cos, sin)  # (H, T, D)
+    k = project(attn, x, "k_proj", "k_norm", cos, sin)  # (Hkv, T, D)
+    v = attn.v_proj(x).view(x.shape[0], -1, attn.head_dim).transpose(0, 1)  # (T, Hkv * D) -> (Hkv, T, D)
+    out = ATTENTION_FUNCTIONS[backend](q, k, v, plan, attn.scaling)  # (H, T, D)
+    out = out.transpose(0, 1).reshape(x.shape[0], -1)  # (H, T, D) -> (T, H * D)
+    return hidden + attn.o_proj(out)
+
+
+def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
+    """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
+    hidden = attention_sublayer(layer, hidden, cos, sin, plan, backend)
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def run_to_scoring_layer(
+    model: Any,
+    plan: AttentionPlan,
+    scoring_layer: int,
+    num_signal_tokens: int,
+    backend: str = "torch",
+    early_exit: bool = True,
+) -> ScoringState:
+    """Run layers 0..L*-1 over the stream and read queries/keys at L*; with `early_exit=False` finish the model."""
+    decoder = decoder_of(model)
+    layout = plan.layout
+    device = decoder.embed_tokens.weight.device
+    input_ids = layout.input_ids.to(device)
+    hidden = decoder.embed_tokens(input_ids)  # (T, C)
+    cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(device)[None])  # (1, T, D) each
+    cos, sin = cos[0], sin[0]  # (T, D)
+    for layer in decoder.layers[:scoring_layer]:
+        hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
+
+    layer = decoder.layers[scoring_layer]
+    attn = layer.self_attn
+    signal = layout.signal_rows(num_signal_tokens).to(device)
+    rows, _ = layout.document_rows()
+    rows = rows.to(device)
+    x_signal = layer.input_layernorm(hidden[signal])  # (S, C)
+    x_docs = layer.input_layernorm(hidden[rows])  # (Dtok, C)
+    state = ScoringState(
+        signal_queries=project(attn, x_signal, "q_proj", "q_norm", cos[signal], sin[signal]),
+        document_keys=project(attn, x_docs, "k_proj", "k_norm", cos[rows], sin[rows]),
+        scale=float(attn.scaling),
+        hidden=hidden,
+    )
+    if not early_exit:
+        for layer in decoder.layers[scoring_layer:]:
+            hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
+        last = decoder.norm(hidden[-1:])  # (1, C)
+        state.logits = model.lm_head(last)[0] if hasattr(model, "lm_head") else None
+    return state

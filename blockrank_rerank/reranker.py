@@ -1,0 +1,127 @@
+"""The BlockRank reranker: one object, one obvious call (`rerank`), a batch call with a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .attention import plan_attention, resolve_backend
+from .config import KNOWN_CHECKPOINTS, BlockRankConfig
+from .forward import ScoringState, decoder_of, run_to_scoring_layer
+from .inputs import DocumentInput, check_documents, check_query, check_top_k
+from .layout import BlockLayout, build_layout
+from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer
+from .results import RankedList, rank_documents
+from .scoring import document_scores, signal_attention
+from .tokenize import tokenize_prompt
+
+logger = logging.getLogger(__name__)
+
+
+class BlockRank:
+    """Ranks candidate documents for a query by the attention a causal LM pays them at layer L*.
+
+    Example:
+        >>> ranker = BlockRank.from_pretrained()          # embedded SmolLM2-135M-Instruct, offline
+        >>> ranker.rerank("what is a cat", ["Cats are felines.", "Stocks fell."], top_k=1)[0].index
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: Optional[BlockRankConfig] = None, *, name: str = "custom") -> None:
+        self.config = config or BlockRankConfig()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.num_layers = len(decoder_of(model).layers)
+        self.scoring_layer = self.config.resolved_scoring_layer(self.num_layers)
+        self.device = next(model.parameters()).device
+        self.backend = resolve_backend(self.config.attention_backend, self.device)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls, model_name_or_path: Optional[str] = None, *, config: Optional[BlockRankConfig] = None, **overrides: Any
+    ) -> "BlockRank":
+        """Load a Llama/Mistral/Qwen2-family causal LM by id or path (None: the embedded offline default).
+
+        Settings known for a released checkpoint (e.g. L*=20 for quicktensor/blockrank-msmarco-mistral-7b)
+        apply first; `config` and keyword `overrides` (any BlockRankConfig field) win over them.
+        """
+        base = config or BlockRankConfig(**KNOWN_CHECKPOINTS.get(str(model_name_or_path), {}))
+        config = base.replace(**overrides) if overrides else base
+        model, tokenizer, name = load_model_and_tokenizer(model_name_or_path, config.torch_dtype, config.device)
+        return cls(model, tokenizer, config, name=name)
+
+    def __repr__(self) -> str:
+        return f"BlockRank(model={self.name!r}, scoring_layer={self.scoring_layer}/{self.num_layers}, mode={self.config.scoring_mode!r})"
+
+    def layout(self, query: str, contents: list[str]) -> BlockLayout:
+        """Tokenised, packed prompt for `query` over document `contents` (validated strings)."""
+        prompt = tokenize_prompt(self.tokenizer, query, contents, self.config.max_block_tokens)
+        if prompt.truncated_documents:
+            warnings.warn(
+                f"{len(prompt.truncated_documents)} of {len(contents)} documents exceed max_block_tokens="
+                f"{self.config.max_block_tokens} and were truncated",
+                stacklevel=4,
+            )
+        return build_layout(
+            prompt,
+            query_position_offset=self.config.query_position_offset,
+            causal_positions=self.config.scoring_mode == "full",
+        )
+
+    def scoring_state(self, layout: BlockLayout) -> ScoringState:
+        """Run the model over `layout` up to layer L* (or to the end when early_exit is off)."""
+        plan = plan_attention(layout, self.config.batch_tokens, self.device)
+        with self._lock, torch.inference_mode():
+            return run_to_scoring_layer(
+                self.model, plan, self.scoring_layer, self.config.num_signal_tokens, self.backend, self.config.early_exit
+            )
+
+    def score_layout(self, layout: BlockLayout) -> torch.Tensor:
+        """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1."""
+        state = self.scoring_state(layout)
+        _, owner = layout.document_rows()
+        attention = signal_attention(state.signal_queries, state.document_keys, state.scale)  # (H, S, Dtok)
+        scores = document_scores(attention, owner, layout.num_documents).cpu()
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
+        return scores
+
+    def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
+        """Scores in input order (floats in [0, 1] summing to 1; [] for no documents)."""
+        query = check_query(query)
+        candidates = check_documents(documents)
+        if len(candidates.contents) <= 1:
+            return [1.0] * len(candidates.contents)
+        return self.score_layout(self.layout(query, candidates.contents)).tolist()
+
+    def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
+        """Documents best-first with scores. Documents are str or mappings with "text" (and "title", "id", ...)."""
+        top_k = check_top_k(top_k)
+        query = check_query(query)
+        candidates = check_documents(documents)
+        scores = self.score(query, documents) if candidates.contents else []
+        return rank_documents(query, scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
+
+    def rerank_batch(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[Sequence[DocumentInput]],
+        top_k: Optional[int] = None,
+        show_progress_bar: Optional[bool] = None,
+    ) -> list[RankedList]:
+        """`rerank` for each (query, documents) pair; a progress bar shows at INFO level or when asked."""
+        if len(queries) != len(documents):
+            raise ValueError(f"got {len(queries)} queries but {len(documents)} document lists")
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+        pairs = tqdm(list(zip(queries, documents)), desc="Reranking", unit="query", disable=not show_progress_bar)
+        return [self.rerank(query, docs, top_k) for query, docs in pairs]
+
+
+__all__ = ["BlockRank", "EMBEDDED_DEFAULT"]

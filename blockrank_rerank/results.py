@@ -1,0 +1,70 @@
+"""Result objects: a ranked document and a ranked list, both frozen; ties break by input index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional, Sequence, overload
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One candidate after reranking, carrying the caller's id and metadata untouched."""
+
+    index: int  # position in the caller's input list
+    score: float  # share of the signal attention, in [0, 1]; scores of one call sum to 1
+    rank: int  # 1-based rank, 1 is best
+    text: str  # the content that was scored (title + text)
+    id: Optional[Any] = None  # the caller's id, when the input was a mapping with "id"
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # the caller's other fields
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """Documents of one query, best first."""
+
+    query: str
+    documents: tuple[RankedDocument, ...]
+
+    def __iter__(self) -> Iterator[RankedDocument]:
+        return iter(self.documents)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @overload
+    def __getitem__(self, item: int) -> RankedDocument: ...
+    @overload
+    def __getitem__(self, item: slice) -> tuple[RankedDocument, ...]: ...
+    def __getitem__(self, item):
+        return self.documents[item]
+
+    def top_k(self, k: int) -> "RankedList":
+        """The best `k` documents (all of them when `k` exceeds the list)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        return RankedList(self.query, self.documents[:k])
+
+    def scores_by_index(self) -> dict[int, float]:
+        """Score of each input index present in the list."""
+        return {d.index: d.score for d in self.documents}
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Plain dicts (index, rank, score, id, text, metadata), best first, for JSON output."""
+        return [
+            {"index": d.index, "rank": d.rank, "score": d.score, "id": d.id, "text": d.text, "metadata": dict(d.metadata)}
+            for d in self.documents
+        ]
+
+
+def rank_documents(
+    query: str, scores: Sequence[float], texts: Sequence[str], ids: Sequence[Any], metadata: Sequence[Mapping[str, Any]], top_k: Optional[int]
+) -> RankedList:
+    """Sort by score, best first, ties broken by input index, cut to `top_k`."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if top_k is not None:
+        order = order[:top_k]
+    ranked = tuple(
+        RankedDocument(index=i, score=float(scores[i]), rank=r + 1, text=texts[i], id=ids[i], metadata=metadata[i])
+        for r, i in enumerate(order)
+    )
+    return RankedList(query, ranked)

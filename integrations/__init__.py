@@ -1,0 +1,1 @@
+"""Framework adapters (LlamaIndex, LangChain, Haystack); each imports its framework lazily."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny random decoders of each supported family, and the real tokenizers that ship offline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from blockrank_rerank.tokenize import TokenizedPrompt
+
+FAMILIES = ("mistral", "llama", "qwen2")
+DATA_DIR = Path(os.environ.get("BLOCKRANK_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int = 4):
+    """A randomly initialised decoder with GQA (4 heads over 2 KV heads); `peaked` scales q/k weights by 4 (logits x16)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    classes = {"mistral": (MistralConfig, MistralForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    config_class, model_class = classes[family]
+    config = config_class(
+        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=32768, rope_theta=10000.0, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    if peaked:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight.mul_(4.0)
+                layer.self_attn.k_proj.weight.mul_(4.0)
+    return model
+
+
+def random_prompt(num_documents: int, seed: int = 0, vocab: int = 97, max_len: int = 12) -> TokenizedPrompt:
+    """Random token blocks with uneven document lengths (1..max_len tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda n: torch.randint(3, vocab, (n,), generator=g).tolist()  # noqa: E731
+    lengths = torch.randint(1, max_len + 1, (num_documents,), generator=g).tolist()
+    return TokenizedPrompt(prefix=ids(7), documents=[ids(n) for n in lengths], query_block=ids(6), query="q", truncated_documents=())
+
+
+@pytest.fixture(scope="session")
+def mistral_v3_tokenizer(tmp_path_factory):
+    """Mistral-7B-Instruct-v0.3's sentencepiece tokenizer (from mistral-common) with a v3-style chat template."""
+    mistral_common = pytest.importorskip("mistral_common")
+    from transformers import LlamaTokenizer
+
+    source = Path(mistral_common.__file__).parent / "data" / "mistral_instruct_tokenizer_240323.model.v3"
+    folder = tmp_path_factory.mktemp("mistral_v3")
+    shutil.copy(source, folder / "tokenizer.model")
+    tokenizer = LlamaTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}[/INST]"
+        "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    )
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def default_ranker():
+    """The embedded default model (converted once per cache directory), shared by the whole run."""
+    from blockrank_rerank import BlockRank
+
+    return BlockRank.from_pretrained()
+
+
+def require_data(*parts: str) -> Path:
+    path = DATA_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the shared data directory: {path} not found (set BLOCKRANK_DATA_DIR)")
+    return path
