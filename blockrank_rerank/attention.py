@@ -77,13 +77,23 @@ def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.devi
     return AttentionPlan(layout=layout, buckets=tuple(buckets), query_mask=query_mask.to(device))
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SDPA on one sequence, causal when `mask` is None. Shapes: q (H, Tq, D), k/v (Hkv, Tk, D) -> (H, Tq, D).
+
+    The batch dimension added here is what lets PyTorch pick its flash kernel on CPU (3-D inputs fall back
+    to the math kernel, 6x slower and quadratic in memory).
+    """
+    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True)
+    return out[0]
+
+
 def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
     """Block-sparse attention from per-block SDPA calls. Shapes: q (H, T, D), k/v (Hkv, T, D) -> (H, T, D)."""
     layout = plan.layout
     if layout.causal_positions:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        return sdpa(q, k, v, scale)
     prefix = layout.prefix_length
-    pieces = [F.scaled_dot_product_attention(q[:, :prefix], k[:, :prefix], v[:, :prefix], is_causal=True, scale=scale, enable_gqa=True)]
+    pieces = [sdpa(q[:, :prefix], k[:, :prefix], v[:, :prefix], scale)]
     destinations = [torch.arange(prefix, device=q.device)]
     for bucket in plan.buckets:
         group = bucket.index.shape[0]
@@ -98,7 +108,7 @@ def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
         pieces.append(out.transpose(0, 1)[:, bucket.valid])  # (G, H, L, D) -> (H, G, L, D) -> (H, rows, D)
         destinations.append(bucket.index[bucket.valid])
     start = layout.query_start
-    pieces.append(F.scaled_dot_product_attention(q[:, start:], k, v, attn_mask=plan.query_mask, scale=scale, enable_gqa=True))
+    pieces.append(sdpa(q[:, start:], k, v, scale, plan.query_mask))
     destinations.append(torch.arange(start, layout.num_tokens, device=q.device))
     packed = torch.cat(pieces, dim=1)  # (H, T, D) in bucket order
     return torch.zeros_like(q).index_copy(1, torch.cat(destinations), packed)

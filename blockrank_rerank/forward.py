@@ -14,6 +14,8 @@ import torch
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan
 
+MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
+
 
 @dataclass
 class ScoringState:
@@ -68,7 +70,7 @@ def attention_sublayer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin:
 def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
     """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
     hidden = attention_sublayer(layer, hidden, cos, sin, plan, backend)
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
 
 
 def run_to_scoring_layer(

@@ -1,0 +1,167 @@
+"""Latency and peak memory vs number of candidates N for BlockRank against full causal attention.
+
+Modes, all on the same prompt and the embedded default model, measured side by side in one run:
+  (a) block-sparse attention, layers 0..L* only (BlockRank inference)
+  (b) full causal attention, layers 0..L* only
+  (c) full causal attention, every layer and the LM head (a plain forward)
+Each (mode, N) runs in a fresh subprocess so its peak resident memory is its own. Writes the "scaling"
+section of docs/benchmarks.md. Usage: python bench/scaling.py [--n 10 20 50 100 200 500] [--full-max-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PeakRSS, machine_line, matmul_gflops, write_section  # noqa: E402
+
+MODES = {
+    "a": {"scoring_mode": "blockrank", "early_exit": True},
+    "b": {"scoring_mode": "full", "early_exit": True},
+    "c": {"scoring_mode": "full", "early_exit": False},
+}
+MODE_NAMES = {"a": "(a) block-sparse + early exit", "b": "(b) full causal + early exit", "c": "(c) full causal, all layers"}
+
+
+def candidate_texts(n: int) -> tuple[str, list[str]]:
+    """The first DL19 query and n BM25 passages: its own top-100, then other queries' passages in order."""
+    from blockrank_rerank.data import load_trec_dl
+
+    run = load_trec_dl("dl19")
+    first = next(iter(run.queries))
+    pool, seen = [], set()
+    for qid in [first, *run.queries]:
+        for c in run.candidates[qid]:
+            if c.docid not in seen:
+                seen.add(c.docid)
+                pool.append(c.text)
+    if n > len(pool):
+        raise ValueError(f"only {len(pool)} distinct DL19 passages available, asked for {n}")
+    return run.queries[first], pool[:n]
+
+
+def forward_flops(model_config, layout, layers: int, blockrank: bool) -> float:
+    """Multiply-add FLOPs (x2) of `layers` decoder layers over `layout`: projections, MLP and attention."""
+    c = model_config.hidden_size
+    h = model_config.num_attention_heads
+    kv = model_config.num_key_value_heads
+    d = getattr(model_config, "head_dim", None) or c // h
+    linear_per_token = 2 * (c * h * d + 2 * c * kv * d + h * d * c + 3 * c * model_config.intermediate_size)
+    t = layout.num_tokens
+    if blockrank:
+        p, q = layout.prefix_length, layout.query_length
+        pairs = p * p / 2 + sum(n * p + n * n / 2 for n in layout.document_lengths) + q * (t - q) + q * q / 2
+    else:
+        pairs = t * t / 2
+    attention = 4 * h * d * pairs  # QK^T and PV, 2 FLOPs per multiply-add each
+    return layers * (linear_per_token * t + attention)
+
+
+def child(mode: str, n: int, repeats: int) -> dict:
+    """Run one (mode, N) measurement in this process and return its figures."""
+    from blockrank_rerank import BlockRank, BlockRankConfig
+
+    base = BlockRank.from_pretrained()
+    ranker = BlockRank(base.model, base.tokenizer, BlockRankConfig(**MODES[mode]), name=base.name)
+    query, docs = candidate_texts(n)
+    layout = ranker.layout(query, docs)
+    ranker.score_layout(ranker.layout(query, docs[:3]))  # warm-up: allocator and thread pools
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        ranker.score_layout(layout)
+        times = [time.perf_counter() - start]
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        ranker.score_layout(layout)
+        times.append(time.perf_counter() - start)
+    layers = ranker.scoring_layer if MODES[mode]["early_exit"] else ranker.num_layers
+    flops = forward_flops(ranker.model.config, layout, layers, blockrank=mode == "a")
+    return {"mode": mode, "n": n, "tokens": layout.num_tokens, "seconds": min(times), "peak_mb": memory.peak_above_start / 2**20, "flops": flops}
+
+
+def fit(ns: list[int], seconds: list[float]) -> tuple[float, float, float, float]:
+    """Linear fit seconds = a + b*N with R^2, and the log-log slope (1.0 means linear)."""
+    x, y = np.array(ns, float), np.array(seconds, float)
+    b, a = np.polyfit(x, y, 1)
+    r2 = 1 - ((y - (a + b * x)) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    slope = np.polyfit(np.log(x), np.log(y), 1)[0]
+    return a, b, r2, slope
+
+
+def report(results: list[dict], roofline_start: float, roofline_end: float) -> str:
+    by = {(r["mode"], r["n"]): r for r in results}
+    ns = sorted({r["n"] for r in results})
+    roofline = max(roofline_start, roofline_end)
+    lines = [
+        "## Scaling with the number of candidates (CPU, embedded default model)",
+        "",
+        f"`python bench/scaling.py` on {machine_line()}; SmolLM2-135M-Instruct fp32, L* = 19 of 30 layers,",
+        "first DL19 query over BM25 passages (packed, no padding). Latency is the best of the repeats; peak",
+        "memory is resident-set growth during one call, in a fresh process per cell.",
+        f"fp32 `torch.mm` rate measured in the same run: {roofline_start:.0f} GFLOP/s before, {roofline_end:.0f} GFLOP/s after.",
+        "",
+        "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (b)/(a) | (a) MB | (b) MB | (c) MB | (a) GFLOP/s | (a) % of mm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    cell = lambda m, n, k, f: f.format(by[(m, n)][k]) if (m, n) in by else "not run"  # noqa: E731
+    for n in ns:
+        a = by[("a", n)]
+        ratio = lambda m: f"{by[(m, n)]['seconds'] / a['seconds']:.2f}x" if (m, n) in by else "not run"  # noqa: E731
+        rate = a["flops"] / a["seconds"] / 1e9
+        lines.append(
+            f"| {n} | {a['tokens']} | {cell('a', n, 'seconds', '{:.2f}')} | {cell('b', n, 'seconds', '{:.2f}')} | "
+            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {ratio('b')} | {cell('a', n, 'peak_mb', '{:.0f}')} | "
+            f"{cell('b', n, 'peak_mb', '{:.0f}')} | {cell('c', n, 'peak_mb', '{:.0f}')} | {rate:.0f} | {100 * rate / roofline:.0f}% |"
+        )
+    lines += ["", "Fit of latency against N (least squares):", ""]
+    for mode in MODES:
+        points = [(n, by[(mode, n)]["seconds"]) for n in ns if (mode, n) in by]
+        if len(points) >= 3:
+            a_, b_, r2, slope = fit([p[0] for p in points], [p[1] for p in points])
+            lines.append(f"- {MODE_NAMES[mode]}: {a_:.3f} s + {1000 * b_:.1f} ms x N (R^2 = {r2:.4f}); log-log slope {slope:.2f}")
+    skipped = [n for n in ns if ("c", n) not in by]
+    if skipped:
+        lines += ["", f"(b) and (c) were not run at N = {', '.join(map(str, skipped))}: quadratic attention over "
+                  f"{by[('a', skipped[0])]['tokens']}+ tokens takes many minutes on 2 cores (`--full-max-n` raises the cap)."]
+    lines += ["", "GFLOP/s counts projections, MLP and the attention actually needed by (a); % of mm compares it with the",
+              "better of the two `torch.mm` measurements above."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[10, 20, 50, 100, 200, 500])
+    parser.add_argument("--full-max-n", type=int, default=200, help="largest N for the full-attention modes (b), (c)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell for N <= 100 (1 above)")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.repeats)))
+        return
+    roofline_start = matmul_gflops()
+    results = []
+    for n in args.n:
+        for mode in MODES:
+            if mode != "a" and n > args.full_max_n:
+                continue
+            repeats = args.repeats if n <= 100 else 1
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, str(n), "--repeats", str(repeats)], check=True, capture_output=True, text=True
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{MODE_NAMES[mode]:32s} N={n:4d} tokens={result['tokens']:6d} {result['seconds']:8.2f} s {result['peak_mb']:8.0f} MB", flush=True)
+            results.append(result)
+    text = report(results, roofline_start, matmul_gflops())
+    write_section("scaling", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
