@@ -1,0 +1,36 @@
+"""The `blockrank` command line: reading JSONL/TSV documents and printing ranked JSONL."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from blockrank_rerank.cli import main, read_documents
+
+
+def test_read_documents_jsonl_and_tsv():
+    assert read_documents(io.StringIO('"plain"\n\n{"id": "a", "text": "t"}\n'), "jsonl") == ["plain", {"id": "a", "text": "t"}]
+    assert read_documents(io.StringIO("d1\tfirst\nno tab here\n"), "tsv") == [{"id": "d1", "text": "first"}, "no tab here"]
+    with pytest.raises(ValueError, match="line 1"):
+        read_documents(io.StringIO("{broken\n"), "jsonl")
+    with pytest.raises(ValueError, match="line 1"):
+        read_documents(io.StringIO("42\n"), "jsonl")
+
+
+def test_rerank_command_prints_ranked_jsonl(tmp_path, capsys, default_ranker):
+    docs = tmp_path / "docs.tsv"
+    docs.write_bytes(b"a\tCats are felines.\nb\tStocks fell.\nc\tCaf\xe9 bytes that are not UTF-8\n")
+    with pytest.warns(UserWarning, match="UTF-8"):
+        assert main(["rerank", "--query", "what is a cat", "--input", str(docs), "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["rank"] for line in lines] == [1, 2]
+    assert {line["id"] for line in lines} <= {"a", "b", "c"}
+
+
+def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('"x"\n')
+    assert main(["rerank", "--query", " ", "--input", str(docs)]) == 2
+    assert "query" in capsys.readouterr().err

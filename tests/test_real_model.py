@@ -1,0 +1,36 @@
+"""The embedded default model (SmolLM2-135M-Instruct) on real DL19 BM25 candidates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blockrank_rerank.data import load_trec_dl
+from blockrank_rerank.reference import dense_reference
+
+from conftest import require_data
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dl19():
+    require_data("trec-dl", "dl19-bm25-top100.json.gz")
+    return load_trec_dl("dl19")
+
+
+def test_dl19_query_is_ranked(default_ranker, dl19):
+    qid = next(iter(dl19.queries))
+    candidates = dl19.candidates[qid][:20]
+    result = default_ranker.rerank(dl19.queries[qid], [{"id": c.docid, "text": c.text} for c in candidates])
+    assert len(result) == 20 and sorted(d.index for d in result) == list(range(20))
+    scores = torch.tensor([d.score for d in result])
+    assert abs(float(scores.sum()) - 1) < 1e-4
+    assert float(scores.max()) > 2 * float(scores.min()), "a pretrained model's attention is not uniform"
+
+
+def test_real_model_matches_dense_reference(default_ranker, dl19):
+    qid = list(dl19.queries)[1]
+    layout = default_ranker.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:6]])
+    expected, _ = dense_reference(default_ranker.model, layout, default_ranker.scoring_layer, 2)
+    torch.testing.assert_close(default_ranker.score_layout(layout), expected, atol=1e-4, rtol=0)
