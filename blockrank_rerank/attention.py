@@ -5,6 +5,7 @@ out (H, T, D); GQA key/value heads are shared by H // Hkv query heads. "torch" n
 the prefix runs causally, documents run in length buckets against the shared prefix plus themselves, and
 the query block runs over the whole stream, so cost and memory grow linearly with the number of documents.
 "dense" is the plain specification (explicit (T, T) mask, fp32 softmax) used as a fallback and in tests.
+"triton" is the fused kernel of `blockrank_rerank.kernels` (CUDA); "auto" picks Triton -> torch -> dense.
 """
 
 from __future__ import annotations
@@ -126,14 +127,57 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
     return (logits.softmax(dim=-1) @ v.float()).to(q.dtype)
 
 
+def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+    """Fused block-sparse Triton kernel (`blockrank_rerank.kernels.block_attention`). Shapes: as `torch_attention`."""
+    from .kernels.block_attention import packed_block_attention
+
+    return packed_block_attention(q, k, v, plan.layout, scale)
+
+
 AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionPlan, float], torch.Tensor]
-ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {"torch": torch_attention, "dense": dense_attention}
+ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {"triton": triton_attention, "torch": torch_attention, "dense": dense_attention}
+AUTO_ORDER = ("triton", "torch", "dense")  # what "auto" tries, fastest first
+_logged_choices: set[tuple[str, str]] = set()
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The registered backend for `name`; "auto" picks the fastest one available on `device`."""
+def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) -> Optional[str]:
+    """Why backend `name` cannot run on `device`, or None when it can. With `auto`, Triton counts only on CUDA."""
+    from .kernels import triton_available, triton_interpreting
+
+    if name == "triton":
+        if not triton_available():
+            return "the triton package is not installed (pip install 'blockrank-rerank[triton]')"
+        if device.type != "cuda" and (auto or device.type != "cpu" or not triton_interpreting()):
+            return f"Triton kernels need a CUDA device, got {device} (TRITON_INTERPRET=1 runs them on CPU, for tests only)"
+    if name == "torch" and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 5):
+        return f"per-block SDPA needs torch >= 2.5 for enable_gqa, found {torch.__version__}"
+    return None
+
+
+def resolve_backend(name: str, device: torch.device | str) -> str:
+    """The registered backend for `name`; "auto" takes the first usable one of AUTO_ORDER and logs its choice once.
+
+    An explicitly named backend that cannot run on `device` raises: ImportError when triton is missing
+    (naming the extra), ValueError otherwise.
+    """
+    device = torch.device(device)
     if name == "auto":
-        return "torch"
+        skipped = []
+        for candidate in AUTO_ORDER:
+            reason = backend_unavailable(candidate, device, auto=True)
+            if reason is None:
+                break
+            skipped.append(f"{candidate}: {reason}")
+        if (device.type, candidate) not in _logged_choices:
+            _logged_choices.add((device.type, candidate))
+            logger.info("attention backend 'auto' on %s -> %r%s", device, candidate, f" (skipped {'; '.join(skipped)})" if skipped else "")
+        return candidate
     if name not in ATTENTION_FUNCTIONS:
         raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_FUNCTIONS)} or 'auto'")
+    reason = backend_unavailable(name, device)
+    if reason is not None:
+        from .kernels import triton_available
+
+        error = ImportError if name == "triton" and not triton_available() else ValueError
+        raise error(f"attention_backend={name!r} is unavailable: {reason}")
     return name

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 SCORING_MODES = ("blockrank", "full")
-ATTENTION_BACKENDS = ("auto", "torch", "dense")
+ATTENTION_BACKENDS = ("auto", "triton", "torch", "dense")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Per-checkpoint settings that are facts about how the checkpoint was trained.
@@ -44,7 +44,7 @@ class BlockRankConfig:
     max_block_tokens: int = 384  # cap on tokens per block (prefix, each document, query block)
     scoring_mode: str = "blockrank"  # "blockrank": block-sparse attention; "full": plain causal attention
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
-    attention_backend: str = "auto"  # "auto" | "torch" (per-block SDPA) | "dense" (explicit 4-D mask)
+    attention_backend: str = "auto"  # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "dense" (explicit mask)
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
     device: str = "cpu"  # torch device string
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)

@@ -86,8 +86,14 @@ class BlockRank:
         """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1."""
         state = self.scoring_state(layout)
         _, owner = layout.document_rows()
-        attention = signal_attention(state.signal_queries, state.document_keys, state.scale)  # (H, S, Dtok)
-        scores = document_scores(attention, owner, layout.num_documents).cpu()
+        if self.backend == "triton":  # fused readout: never forms the (H, S, Dtok) probabilities
+            from .kernels.score_readout import fused_document_scores
+
+            owner = owner.to(state.document_keys.device)
+            scores = fused_document_scores(state.signal_queries, state.document_keys, owner, layout.num_documents, state.scale).cpu()
+        else:
+            attention = signal_attention(state.signal_queries, state.document_keys, state.scale)  # (H, S, Dtok)
+            scores = document_scores(attention, owner, layout.num_documents).cpu()
         if not torch.isfinite(scores).all():
             raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
         return scores
