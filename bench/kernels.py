@@ -1,0 +1,218 @@
+"""The fused Triton block-sparse attention kernel against PyTorch baselines on one CUDA GPU.
+
+One BlockRank stream per N: a prefix of `--prefix-tokens`, N documents of `--doc-tokens`, a query block of
+`--query-tokens`; Mistral-7B head geometry (32 query heads, 8 KV heads, head dim 128), bf16, one layer.
+Methods, each on the same q/k/v:
+  triton      blockrank_rerank.kernels.block_attention (masked tiles skipped)
+  torch       the library's per-block SDPA backend (blockrank_rerank.attention.torch_attention)
+  sdpa-dense  F.scaled_dot_product_attention with the dense (T, T) boolean mask (built on the GPU, not timed)
+  flex        torch.compile(flex_attention) with a BlockMask built from the same rule (mask build timed apart)
+and the layer-L* score readout: the fused kernel against signal_attention + document_scores.
+tokens/s is T over the median time; TFLOP/s counts only the useful work, 4 * D * H per allowed (query, key)
+pair, the same for every method. Writes the "kernels" section of docs/benchmarks.md, naming the device.
+Usage: python bench/kernels.py [--n 100 500]; `--smoke` runs tiny shapes on CPU through the Triton
+interpreter to check the script itself (prints, writes nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+if "--smoke" in sys.argv:
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_section  # noqa: E402
+
+from blockrank_rerank.attention import plan_attention, torch_attention  # noqa: E402
+from blockrank_rerank.kernels.block_attention import block_attention, row_starts  # noqa: E402
+from blockrank_rerank.kernels.score_readout import fused_document_scores  # noqa: E402
+from blockrank_rerank.layout import BlockLayout, build_layout  # noqa: E402
+from blockrank_rerank.scoring import document_scores, signal_attention  # noqa: E402
+from blockrank_rerank.tokenize import TokenizedPrompt  # noqa: E402
+
+
+def synthetic_layout(num_documents: int, prefix: int, doc_tokens: int, query: int) -> BlockLayout:
+    """A packed stream with the given block sizes (token ids do not matter to attention)."""
+    prompt = TokenizedPrompt(
+        prefix=[1] * prefix, documents=[[1] * doc_tokens] * num_documents, query_block=[1] * query, query="q", truncated_documents=()
+    )
+    return build_layout(prompt, query_position_offset=16384)
+
+
+def allowed_pairs(row_start: torch.Tensor, prefix: int) -> int:
+    """Number of allowed (query, key) pairs under the kernel's rule. Shapes: row_start (T,)."""
+    rows = torch.arange(row_start.shape[0], dtype=torch.int64)
+    starts = row_start.cpu().to(torch.int64)
+    own = rows - torch.maximum(starts, torch.full_like(starts, prefix)) + 1  # keys at or after max(P, start)
+    return int(torch.where(starts == 0, rows + 1, prefix + own).sum())
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of `fn` after one warm-up call (CUDA events on GPU, wall clock otherwise)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], float]:
+    """FlexAttention over the same rule: the callable and the seconds its BlockMask took to build."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & ((kv_idx < prefix) | (kv_idx >= row_start[q_idx]))
+
+    tokens = q.shape[1]
+    began = time.perf_counter()
+    block_mask = torch.compile(create_block_mask)(mask_mod, None, None, tokens, tokens, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    build = time.perf_counter() - began
+    compiled = torch.compile(flex_attention)
+    return lambda: compiled(q[None], k[None], v[None], block_mask=block_mask, scale=scale, enable_gqa=True)[0], build
+
+
+def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    """Times and errors of every method for N documents."""
+    layout = synthetic_layout(n, args.prefix_tokens, args.doc_tokens, args.query_tokens)
+    tokens, heads, kv_heads, head_dim = layout.num_tokens, args.heads, args.kv_heads, args.head_dim
+    g = torch.Generator().manual_seed(n)
+    q = torch.randn(heads, tokens, head_dim, generator=g).to(device, dtype)  # (H, T, D)
+    k = torch.randn(kv_heads, tokens, head_dim, generator=g).to(device, dtype)  # (Hkv, T, D)
+    v = torch.randn(kv_heads, tokens, head_dim, generator=g).to(device, dtype)  # (Hkv, T, D)
+    scale = head_dim**-0.5
+    row_start, prefix = row_starts(layout, device)
+    plan = plan_attention(layout, 8192, device)
+    flops = 4 * head_dim * heads * allowed_pairs(row_start, prefix)
+    result = {"n": n, "tokens": tokens, "flops": flops, "seconds": {}, "error": {}, "notes": []}
+
+    reference = torch_attention(q, k, v, plan, scale).float()
+    methods: dict[str, Callable[[], torch.Tensor]] = {
+        "triton": lambda: block_attention(q, k, v, row_start, prefix, scale),
+        "torch": lambda: torch_attention(q, k, v, plan, scale),
+    }
+    if not args.skip_dense:
+        rows = torch.arange(tokens, device=device)[:, None]  # (T, 1)
+        keys = torch.arange(tokens, device=device)[None, :]  # (1, T)
+        allowed = (keys <= rows) & ((keys < prefix) | (keys >= row_start[:, None]))  # (T, T) bool, built on the device
+        del rows, keys
+        methods["sdpa-dense"] = lambda: F.scaled_dot_product_attention(
+            q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True
+        )[0]
+    if not args.skip_flex:
+        try:
+            methods["flex"], build = flex_attention_fn(q, k, v, row_start, prefix, scale, device)
+            result["notes"].append(f"flex BlockMask build {build:.3f} s (not in its time)")
+        except Exception as error:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
+            result["notes"].append(f"flex unavailable: {type(error).__name__}: {error}".splitlines()[0][:200])
+    for name, fn in methods.items():
+        try:
+            result["error"][name] = float((fn().float() - reference).abs().max())
+            result["seconds"][name] = timed(fn, device, args.repeats)
+        except torch.cuda.OutOfMemoryError:
+            result["notes"].append(f"{name}: out of memory")
+            torch.cuda.empty_cache()
+    methods.clear()  # frees the dense mask before the readout runs
+
+    rows, owner = layout.document_rows()
+    signal = torch.arange(tokens - args.signal_tokens, tokens)
+    q_signal = q[:, signal].contiguous()  # (H, S, D)
+    k_docs = k[:, rows.to(device)].contiguous()  # (Hkv, Dtok, D)
+    owner = owner.to(device)
+    expected = document_scores(signal_attention(q_signal, k_docs, scale), owner, n)
+    readout = {
+        "fused readout": lambda: fused_document_scores(q_signal, k_docs, owner, n, scale),
+        "torch readout": lambda: document_scores(signal_attention(q_signal, k_docs, scale), owner, n),
+    }
+    for name, fn in readout.items():
+        result["error"][name] = float((fn() - expected).abs().max())
+        result["seconds"][name] = timed(fn, device, args.repeats)
+    return result
+
+
+def report(results: list[dict], args: argparse.Namespace, device_name: str) -> str:
+    import triton
+
+    lines = [
+        "## Fused Triton kernels (GPU)",
+        "",
+        f"`python bench/kernels.py` on {device_name}, torch {torch.__version__}, triton {triton.__version__}; one attention",
+        f"layer in {args.dtype} with Mistral-7B head geometry ({args.heads} heads, {args.kv_heads} KV heads, D = {args.head_dim}),",
+        f"prefix {args.prefix_tokens} tokens, N documents of {args.doc_tokens} tokens, query block {args.query_tokens} tokens.",
+        f"Median of {args.repeats} runs after a warm-up. TFLOP/s counts only the allowed (query, key) pairs, the same work for",
+        "every method; the error column is the max |difference| from the library's per-block SDPA path.",
+        "",
+        "| N | tokens | method | ms | tokens/s | TFLOP/s | max error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for name, seconds in r["seconds"].items():
+            tflops = f"{r['flops'] / seconds / 1e12:.1f}" if "readout" not in name else "-"
+            lines.append(
+                f"| {r['n']} | {r['tokens']} | {name} | {1e3 * seconds:.3f} | {r['tokens'] / seconds:,.0f} | {tflops} | {r['error'][name]:.1e} |"
+            )
+    notes = [f"N = {r['n']}: {note}" for r in results for note in r["notes"]]
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 500], help="numbers of documents")
+    parser.add_argument("--doc-tokens", type=int, default=160)
+    parser.add_argument("--prefix-tokens", type=int, default=96, help="benchmark parameter, not measured from a prompt")
+    parser.add_argument("--query-tokens", type=int, default=64, help="benchmark parameter, not measured from a prompt")
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--signal-tokens", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--skip-dense", action="store_true", help="skip SDPA with the dense (T, T) mask")
+    parser.add_argument("--skip-flex", action="store_true", help="skip FlexAttention")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU through the Triton interpreter; writes nothing")
+    args = parser.parse_args(argv)
+    args.dtype = "bfloat16"
+
+    if args.smoke:
+        args.n, args.doc_tokens, args.prefix_tokens, args.query_tokens = [3], 20, 9, 7
+        args.heads, args.kv_heads, args.head_dim, args.repeats = 4, 2, 64, 2
+        args.dtype = "float32"
+        results = [measure(n, args, torch.device("cpu"), torch.float32) for n in args.n]
+        print(report(results, args, "CPU (Triton interpreter, smoke run: timings meaningless)"))
+        return
+    if not torch.cuda.is_available():
+        sys.exit("bench/kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); `--smoke` checks the script on CPU")
+    device = torch.device("cuda")
+    results = []
+    for n in args.n:
+        results.append(measure(n, args, device, torch.bfloat16))
+        print(f"N = {n} done", flush=True)
+    body = report(results, args, torch.cuda.get_device_name(device))
+    print(body)
+    write_section("kernels", body)
+
+
+if __name__ == "__main__":
+    main()
