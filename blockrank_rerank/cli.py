@@ -1,4 +1,4 @@
-"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL) and `demo`."""
+"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-signal-tokens", type=int, default=None, help="last query-block tokens read (default 2)")
     group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default 16384)")
     group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default 384)")
-    group.add_argument("--scoring-mode", choices=["blockrank", "full"], default=None, help="block-sparse (default) or full causal attention")
+    group.add_argument("--scoring-mode", choices=["blockrank", "full", "icr"], default=None, help="block-sparse (default), full causal attention, or zero-shot ICR")
     group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
 
@@ -86,6 +86,63 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_eval(args: argparse.Namespace) -> int:
+    from .evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
+
+    run = load_dataset(args.dataset)
+    qids = args.qids.split(",") if args.qids else select_queries(run, args.queries, args.seed)
+    overrides = config_overrides(args)
+    overrides.pop("scoring_mode", None)
+    output = Path(args.output or f"runs/{args.dataset}-{args.method}-top{args.depth}")
+    scorer = build_scorer(args.method, args.model, **overrides)
+    settings = {"model": args.model or "embedded default", "method": args.method, "queries": args.queries, "seed": args.seed, **overrides}
+    if hasattr(scorer, "scoring_layer"):
+        settings["scoring_layer"] = scorer.scoring_layer
+    threshold = BINARY_THRESHOLDS[args.dataset] if args.binary_threshold is None else args.binary_threshold
+    summary = evaluate_scorer(
+        scorer, run, output, method=args.method, depth=args.depth, qids=qids, binary_threshold=threshold,
+        settings=settings, show_progress_bar=not args.no_progress,
+    )
+    print(format_summary(summary))
+    print(f"wrote {output / 'summary.json'} and {output / 'run.trec'}")
+    return 0
+
+
+def command_sweep_layers(args: argparse.Namespace) -> int:
+    from .evaluate import BINARY_THRESHOLDS, load_dataset, select_queries
+    from .reranker import BlockRank
+    from .sweep import sweep_layers
+
+    if args.dataset in ("dl19", "scifact") and not args.allow_test_split:
+        raise ValueError(f"{args.dataset} is a reporting (test) split; sweep on a dev split such as dl21, or pass --allow-test-split")
+    run = load_dataset(args.dataset)
+    qids = select_queries(run, args.queries, args.seed)
+    overrides = config_overrides(args)
+    overrides.pop("scoring_mode", None)
+    ranker = BlockRank.from_pretrained(args.model, **overrides)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    output = Path(args.output or f"runs/sweep-{args.dataset}-top{args.depth}.json")
+    result = sweep_layers(
+        ranker, run, qids, depth=args.depth, binary_threshold=BINARY_THRESHOLDS[args.dataset], layers=layers,
+        output=output, show_progress_bar=not args.no_progress,
+    )
+    print(f"{'layer':>5} {'nDCG@10':>8}")
+    for layer, metrics in result["layers"].items():
+        print(f"{layer:>5} {metrics['nDCG@10']:8.4f}")
+    print(f"first stage nDCG@10 {result['first_stage_metrics']['nDCG@10']:.4f}; best layer {result['best_layer']} "
+          f"(default {result['default_layer']}); wrote {output}")
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, default_depth: int) -> None:
+    parser.add_argument("--dataset", choices=["dl19", "dl21", "scifact"], default=default_dataset)
+    parser.add_argument("--depth", type=int, default=default_depth, help="first-stage candidates reranked per query")
+    parser.add_argument("--queries", type=int, default=None, help="a fixed random subset of this many queries (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the query subset")
+    parser.add_argument("--output", default=None, help="output directory (eval) or JSON file (sweep-layers)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -107,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shown", type=int, default=10, help="rows printed per query")
     demo.add_argument("--builtin", action="store_true", help="use the built-in corpus even when the data is present")
     demo.set_defaults(handler=command_demo)
+
+    evaluation = commands.add_parser("eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage")
+    evaluation.add_argument("--method", choices=["blockrank", "icr", "full", "pointwise", "listwise", "biencoder", "first-stage"], default="blockrank")
+    evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
+    evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")
+    add_eval_arguments(evaluation, "dl19", 100)
+    add_model_arguments(evaluation)
+    evaluation.set_defaults(handler=command_eval)
+
+    sweep = commands.add_parser("sweep-layers", help="nDCG@10 of BlockRank scoring at every layer on a dev split")
+    sweep.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
+    sweep.add_argument("--allow-test-split", action="store_true", help="permit dl19/scifact (reporting splits)")
+    add_eval_arguments(sweep, "dl21", 20)
+    add_model_arguments(sweep)
+    sweep.set_defaults(handler=command_sweep_layers)
     return parser
 
 

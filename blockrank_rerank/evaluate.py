@@ -1,0 +1,221 @@
+"""Evaluation harness: rerank a candidate run at a depth, resumably, and score it beside the first stage.
+
+Per-query results are appended to `<output>/per_query.jsonl` as they finish (one JSON object a line:
+qid, candidate docids in first-stage order, scores, seconds), so an interrupted run continues where it
+stopped. At the end the harness writes `<output>/run.trec` (TREC run format) and `<output>/summary.json`
+with nDCG@10, MRR@10 and Recall@10/@depth of the reranked lists and of the first stage on the *same*
+queries and candidates, plus time per query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence
+
+import ir_measures
+from ir_measures import R, RR, nDCG
+from tqdm.auto import tqdm
+
+from .data import CandidateRun, load_beir, load_trec_dl
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("dl19", "dl21", "scifact")
+# Grade that counts as relevant for binary measures: TREC DL judges 0-3 and counts >= 2; BEIR is binary.
+BINARY_THRESHOLDS = {"dl19": 2, "dl21": 2, "scifact": 1}
+METHODS = ("blockrank", "icr", "full", "pointwise", "listwise", "biencoder", "first-stage")
+
+
+class Scorer(Protocol):
+    """Anything that scores documents for a query, higher is better (BlockRank and every baseline)."""
+
+    def score(self, query: str, documents: Sequence[Any]) -> list[float]: ...
+
+
+def load_dataset(name: str) -> CandidateRun:
+    """A shared candidate run by name: "dl19", "dl21" (TREC DL BM25 top-100) or "scifact" (BEIR test, BM25 top-100)."""
+    if name in ("dl19", "dl21"):
+        return load_trec_dl(name)
+    if name == "scifact":
+        return load_beir("scifact", "test")
+    raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+
+
+def select_queries(run: CandidateRun, num_queries: Optional[int] = None, seed: int = 0) -> list[str]:
+    """All query ids (sorted), or a fixed random subset of `num_queries` drawn with `seed` (then sorted)."""
+    qids = sorted(run.candidates)
+    if num_queries is None or num_queries >= len(qids):
+        return qids
+    if num_queries < 1:
+        raise ValueError(f"num_queries must be >= 1 or None, got {num_queries!r}")
+    return sorted(random.Random(seed).sample(qids, num_queries))
+
+
+def measures(depth: int, binary_threshold: int) -> list:
+    """nDCG@10 on graded labels; MRR@10, Recall@10 and Recall@depth with grade >= `binary_threshold`."""
+    chosen = [nDCG @ 10, RR(rel=binary_threshold) @ 10, R(rel=binary_threshold) @ 10]
+    if depth != 10:
+        chosen.append(R(rel=binary_threshold) @ depth)
+    return chosen
+
+
+def compute_metrics(
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], depth: int, binary_threshold: int
+) -> dict[str, float]:
+    """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0)."""
+    judged = {q: dict(qrels.get(q, {})) for q in run}
+    scored = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
+    values = ir_measures.calc_aggregate(measures(depth, binary_threshold), judged, scored)
+    return {str(m): float(v) for m, v in values.items()}
+
+
+def order_to_scores(docids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """Rank-derived scores for `docids` sorted by `scores` (best first, ties kept in first-stage order)."""
+    order = sorted(range(len(docids)), key=lambda i: (-scores[i], i))
+    return {docids[i]: float(len(docids) - r) for r, i in enumerate(order)}
+
+
+def read_per_query(path: Path) -> dict[str, dict[str, Any]]:
+    """Completed per-query records by qid; a torn last line (an interrupted write) is ignored."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: ignoring unreadable line %d (interrupted write)", path, number)
+                continue
+            done[str(record["qid"])] = record
+    return done
+
+
+def write_trec_run(path: Path, run: Mapping[str, Mapping[str, float]], tag: str) -> None:
+    """TREC run file: `qid Q0 docid rank score tag`, best first."""
+    with open(path, "w", encoding="utf-8") as f:
+        for qid in sorted(run):
+            ranked = sorted(run[qid].items(), key=lambda item: -item[1])
+            for rank, (docid, score) in enumerate(ranked, start=1):
+                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+def evaluate_scorer(
+    scorer: Optional[Scorer],
+    run: CandidateRun,
+    output_dir: Path | str,
+    *,
+    method: str,
+    depth: int = 100,
+    qids: Optional[Sequence[str]] = None,
+    binary_threshold: int = 1,
+    settings: Optional[Mapping[str, Any]] = None,
+    show_progress_bar: bool = True,
+) -> dict[str, Any]:
+    """Rerank the first `depth` candidates of each query in `qids` with `scorer` and write run and summary.
+
+    `scorer=None` keeps the first-stage order (the first-stage baseline through the same plumbing).
+    Already completed queries in `<output_dir>/per_query.jsonl` are not recomputed.
+    """
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    qids = sorted(run.candidates) if qids is None else list(qids)
+    missing = [q for q in qids if q not in run.candidates]
+    if missing:
+        raise ValueError(f"{len(missing)} query ids are not in {run.name}: {missing[:5]}")
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    per_query_path = output / "per_query.jsonl"
+    done = read_per_query(per_query_path)
+    todo = [q for q in qids if q not in done]
+    if done and todo:
+        logger.info("resuming %s: %d of %d queries already done", output, len(qids) - len(todo), len(qids))
+    with open(per_query_path, "a", encoding="utf-8") as sink:
+        for qid in tqdm(todo, desc=f"{method} on {run.name}", unit="query", disable=not show_progress_bar):
+            candidates = run.candidates[qid][:depth]
+            texts = [c.text for c in candidates]
+            start = time.perf_counter()
+            scores = [float(len(texts) - i) for i in range(len(texts))] if scorer is None else scorer.score(run.queries[qid], texts)
+            seconds = time.perf_counter() - start
+            if len(scores) != len(texts):
+                raise RuntimeError(f"{method} returned {len(scores)} scores for {len(texts)} documents (query {qid})")
+            record = {"qid": qid, "docids": [c.docid for c in candidates], "scores": [float(s) for s in scores], "seconds": seconds}
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            done[qid] = record
+    return summarise(run, [done[q] for q in qids], output, method=method, depth=depth, binary_threshold=binary_threshold, settings=settings)
+
+
+def summarise(
+    run: CandidateRun,
+    records: Sequence[Mapping[str, Any]],
+    output: Path,
+    *,
+    method: str,
+    depth: int,
+    binary_threshold: int,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
+    """Metrics of the reranked records and of the first stage on the same candidates; writes run.trec and summary.json."""
+    reranked = {r["qid"]: order_to_scores(r["docids"], r["scores"]) for r in records}
+    first_stage = {r["qid"]: order_to_scores(r["docids"], [-i for i in range(len(r["docids"]))]) for r in records}
+    seconds = [float(r["seconds"]) for r in records]
+    summary = {
+        "method": method,
+        "dataset": run.name,
+        "depth": depth,
+        "num_queries": len(records),
+        "qids": [r["qid"] for r in records],
+        "binary_threshold": binary_threshold,
+        "metrics": compute_metrics(reranked, run.qrels, depth, binary_threshold),
+        "first_stage_metrics": compute_metrics(first_stage, run.qrels, depth, binary_threshold),
+        "seconds_per_query": {
+            "mean": statistics.fmean(seconds) if seconds else 0.0,
+            "median": statistics.median(seconds) if seconds else 0.0,
+            "total": sum(seconds),
+        },
+        "settings": dict(settings or {}),
+    }
+    write_trec_run(output / "run.trec", reranked, method)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def build_scorer(method: str, model: Optional[str] = None, **overrides: Any) -> Optional[Scorer]:
+    """The scorer for `method`: a BlockRank scoring mode ("blockrank", "icr", "full"), a baseline, or None."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "first-stage":
+        return None
+    if method == "biencoder":
+        from .baselines.biencoder import BiEncoder
+
+        return BiEncoder()
+    from .reranker import BlockRank
+
+    if method in ("blockrank", "icr", "full"):
+        return BlockRank.from_pretrained(model, **{**overrides, "scoring_mode": method})
+    ranker = BlockRank.from_pretrained(model, **overrides)
+    if method == "pointwise":
+        from .baselines.pointwise import PointwiseRelevance
+
+        return PointwiseRelevance(ranker.model, ranker.tokenizer)
+    from .baselines.listwise import ListwisePermutation
+
+    return ListwisePermutation(ranker.model, ranker.tokenizer)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A two-row plain-text table: the method and the first stage on the same candidates."""
+    names = list(summary["metrics"])
+    lines = [f"{summary['method']} on {summary['dataset']}: {summary['num_queries']} queries, depth {summary['depth']}, "
+             f"{summary['seconds_per_query']['mean']:.2f} s/query"]
+    lines.append(f"{'':14}" + "".join(f"{n:>16}" for n in names))
+    lines.append(f"{summary['method'][:14]:14}" + "".join(f"{summary['metrics'][n]:16.4f}" for n in names))
+    lines.append(f"{'first stage':14}" + "".join(f"{summary['first_stage_metrics'][n]:16.4f}" for n in names))
+    return "\n".join(lines)

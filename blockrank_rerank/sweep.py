@@ -1,0 +1,97 @@
+"""Layer sweep: BlockRank scores at every candidate scoring layer from one forward, and nDCG@10 per layer.
+
+One pass runs the decoder up to the highest requested layer and, at each requested layer, reads the signal
+queries and document keys exactly as `forward.run_to_scoring_layer` does at L*; so the scores of layer l
+equal those of a ranker configured with `scoring_layer=l` (tests check this).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .attention import plan_attention
+from .data import CandidateRun
+from .forward import decoder_layer, decoder_of, project
+from .layout import BlockLayout
+from .scoring import document_scores, signal_attention
+
+
+def scores_per_layer(ranker: Any, layout: BlockLayout, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """BlockRank scores (N,) of `layout` at each of `layers`, from a single forward up to max(layers)."""
+    wanted = sorted(set(layers))
+    if not wanted or wanted[0] < 0 or wanted[-1] >= ranker.num_layers:
+        raise ValueError(f"layers must lie in 0..{ranker.num_layers - 1}, got {list(layers)}")
+    decoder = decoder_of(ranker.model)
+    plan = plan_attention(layout, ranker.config.batch_tokens, ranker.device)
+    signal = layout.signal_rows(ranker.config.num_signal_tokens).to(ranker.device)
+    rows, owner = layout.document_rows()
+    rows = rows.to(ranker.device)
+    results: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        hidden = decoder.embed_tokens(layout.input_ids.to(ranker.device))  # (T, C)
+        cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(ranker.device)[None])  # (1, T, D) each
+        cos, sin = cos[0], sin[0]
+        for index, layer in enumerate(decoder.layers[: wanted[-1] + 1]):
+            if index in wanted:
+                attn = layer.self_attn
+                queries = project(attn, layer.input_layernorm(hidden[signal]), "q_proj", "q_norm", cos[signal], sin[signal])  # (H, S, D)
+                keys = project(attn, layer.input_layernorm(hidden[rows]), "k_proj", "k_norm", cos[rows], sin[rows])  # (Hkv, Dtok, D)
+                attention = signal_attention(queries, keys, float(attn.scaling))  # (H, S, Dtok)
+                results[index] = document_scores(attention, owner, layout.num_documents).cpu()
+            if index < wanted[-1]:
+                hidden = decoder_layer(layer, hidden, cos, sin, plan, ranker.backend)
+    return results
+
+
+def sweep_layers(
+    ranker: Any,
+    run: CandidateRun,
+    qids: Sequence[str],
+    *,
+    depth: int,
+    binary_threshold: int,
+    layers: Optional[Sequence[int]] = None,
+    output: Optional[Path] = None,
+    show_progress_bar: bool = True,
+) -> dict[str, Any]:
+    """nDCG@10 (and MRR@10) per scoring layer over `qids`, beside the first stage; written to `output` as JSON."""
+    from .evaluate import compute_metrics, order_to_scores
+
+    layers = list(range(ranker.num_layers)) if layers is None else sorted(set(layers))
+    per_layer: dict[int, dict[str, dict[str, float]]] = {layer: {} for layer in layers}
+    first_stage: dict[str, dict[str, float]] = {}
+    seconds = []
+    for qid in tqdm(list(qids), desc=f"layer sweep on {run.name}", unit="query", disable=not show_progress_bar):
+        candidates = run.candidates[qid][:depth]
+        docids = [c.docid for c in candidates]
+        start = time.perf_counter()
+        scores = scores_per_layer(ranker, ranker.layout(run.queries[qid], [c.text.strip() for c in candidates]), layers)
+        seconds.append(time.perf_counter() - start)
+        for layer, values in scores.items():
+            per_layer[layer][qid] = order_to_scores(docids, values.tolist())
+        first_stage[qid] = order_to_scores(docids, [-i for i in range(len(docids))])
+    metrics = {layer: compute_metrics(run_, run.qrels, depth, binary_threshold) for layer, run_ in per_layer.items()}
+    best = max(layers, key=lambda layer: (metrics[layer]["nDCG@10"], -layer))
+    result = {
+        "model": ranker.name,
+        "dataset": run.name,
+        "depth": depth,
+        "num_queries": len(qids),
+        "qids": list(qids),
+        "num_layers": ranker.num_layers,
+        "default_layer": ranker.scoring_layer,
+        "best_layer": best,
+        "layers": {str(layer): metrics[layer] for layer in layers},
+        "first_stage_metrics": compute_metrics(first_stage, run.qrels, depth, binary_threshold),
+        "seconds_per_query": sum(seconds) / max(len(seconds), 1),
+    }
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
