@@ -196,18 +196,21 @@ def build_scorer(method: str, model: Optional[str] = None, **overrides: Any) -> 
         from .baselines.biencoder import BiEncoder
 
         return BiEncoder()
+    from .config import BlockRankConfig
+    from .loading import load_model_and_tokenizer
     from .reranker import BlockRank
 
     if method in ("blockrank", "icr", "full"):
         return BlockRank.from_pretrained(model, **{**overrides, "scoring_mode": method})
-    ranker = BlockRank.from_pretrained(model, **overrides)
+    config = BlockRankConfig(**overrides)
+    lm, tokenizer, _ = load_model_and_tokenizer(model, config.torch_dtype, config.device)
     if method == "pointwise":
         from .baselines.pointwise import PointwiseRelevance
 
-        return PointwiseRelevance(ranker.model, ranker.tokenizer)
+        return PointwiseRelevance(lm, tokenizer)
     from .baselines.listwise import ListwisePermutation
 
-    return ListwisePermutation(ranker.model, ranker.tokenizer)
+    return ListwisePermutation(lm, tokenizer)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

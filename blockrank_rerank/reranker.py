@@ -113,7 +113,7 @@ class BlockRank:
         return scores
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
-        """Scores in input order (floats in [0, 1] summing to 1; [] for no documents)."""
+        """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass."""
         query = check_query(query)
         candidates = check_documents(documents)
         if len(candidates.contents) <= 1:
