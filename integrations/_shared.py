@@ -1,0 +1,68 @@
+"""What the three adapters share: one `BlockRank` per (model, config), loaded once and reused.
+
+Adapters hold no ranking logic. Each either wraps a `BlockRank` the caller built, or asks `shared_ranker`
+for one by model name and config fields; the same (model, config) pair then gives back the same object
+for as long as something holds it, so a pipeline rebuilt from YAML, or a second adapter, never reloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import weakref
+from typing import Any, Mapping, Optional
+
+from blockrank_rerank.config import KNOWN_CHECKPOINTS, BlockRankConfig
+from blockrank_rerank.loading import EMBEDDED_DEFAULT
+from blockrank_rerank.reranker import BlockRank
+
+_rankers: "weakref.WeakValueDictionary[tuple[str, BlockRankConfig], BlockRank]" = weakref.WeakValueDictionary()
+_lock = threading.Lock()
+
+
+def missing_framework(package: str, extra: str) -> ImportError:
+    """The error an adapter raises when its framework is not installed: it names the extra to install."""
+    return ImportError(f"blockrank_rerank.integrations.{extra} needs {package}: pip install \"blockrank-rerank[{extra}]\"")
+
+
+def resolve_config(model: Optional[str], scoring_mode: Optional[str], config: Optional[Mapping[str, Any]]) -> BlockRankConfig:
+    """The validated config for `model`: released-checkpoint settings, then `config` fields, then `scoring_mode`."""
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping of BlockRankConfig fields, got {type(config).__name__}")
+    fields = {**KNOWN_CHECKPOINTS.get(model or EMBEDDED_DEFAULT, {}), **(config or {})}
+    if scoring_mode is not None:
+        fields["scoring_mode"] = scoring_mode
+    return BlockRankConfig(**fields)
+
+
+def shared_ranker(model: Optional[str], config: BlockRankConfig) -> BlockRank:
+    """The `BlockRank` for (`model`, `config`), loaded on first use and shared while anything holds it."""
+    key = (model or EMBEDDED_DEFAULT, config)
+    with _lock:
+        ranker = _rankers.get(key)
+        if ranker is None:
+            ranker = BlockRank.from_pretrained(model, config=config)
+            _rankers[key] = ranker
+        return ranker
+
+
+def register(ranker: BlockRank) -> None:
+    """Make a caller-built ranker the shared one for its (name, config), so rebuilt adapters reuse it."""
+    if not isinstance(ranker, BlockRank):
+        raise TypeError(f"ranker must be a blockrank_rerank.BlockRank, got {type(ranker).__name__}")
+    with _lock:
+        _rankers.setdefault((ranker.name, ranker.config), ranker)
+
+
+def check_ranker_arguments(ranker: Optional[BlockRank], model: Optional[str], scoring_mode: Optional[str], config: Any) -> None:
+    """A ready `ranker` already fixes model and config: passing both is ambiguous."""
+    if ranker is not None and (model is not None or scoring_mode is not None or config):
+        raise ValueError("pass either ranker= or model=/scoring_mode=/config=, not both")
+    if ranker is not None:
+        register(ranker)
+
+
+
+def config_fields(config: BlockRankConfig) -> dict[str, Any]:
+    """Every field of `config` as plain values, for serialising an adapter that wraps a caller's ranker."""
+    return dataclasses.asdict(config)

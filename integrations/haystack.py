@@ -1,0 +1,97 @@
+"""Haystack component: `BlockRankRanker`, a thin translation to and from `BlockRank.rerank`.
+
+    from blockrank_rerank.integrations.haystack import BlockRankRanker
+    pipeline.add_component("ranker", BlockRankRanker(top_k=5))
+
+Works with haystack-ai 2.x and 3.x; needs `pip install "blockrank-rerank[haystack]"`. Haystack 3 loads
+classes only from trusted modules, so load a serialised pipeline with
+`Pipeline.loads(yaml, allowed_modules=["blockrank_rerank"])` or set
+`HAYSTACK_DESERIALIZATION_ALLOWLIST=blockrank_rerank`.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.inputs import check_top_k
+from blockrank_rerank.reranker import BlockRank
+
+from ._shared import check_ranker_arguments, config_fields, missing_framework, resolve_config, shared_ranker
+
+try:
+    from haystack import Document, component, default_from_dict, default_to_dict
+except ImportError as error:
+    raise missing_framework("haystack-ai", "haystack") from error
+
+
+@component
+class BlockRankRanker:
+    """Ranks Documents by BlockRank score and returns scored copies (`Document.score`, a float in [0, 1]
+    summing to 1 over one call), best first, cut to `top_k`. Inputs are never modified.
+
+    Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
+    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    loads in `warm_up()` (or the first `run`) and is shared with every component asking for the same model
+    and config. `meta_fields_to_embed` names meta fields scored as a title before the content.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Optional[str] = None,
+        top_k: Optional[int] = 10,
+        scoring_mode: Optional[str] = None,
+        config: Optional[Dict[str, Any]] = None,
+        meta_fields_to_embed: Optional[List[str]] = None,
+        ranker: Optional[BlockRank] = None,
+    ) -> None:
+        check_ranker_arguments(ranker, model, scoring_mode, config)
+        self.top_k = check_top_k(top_k)
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.model = ranker.name if ranker is not None else model
+        self.scoring_mode = scoring_mode
+        self.config = config_fields(ranker.config) if ranker is not None else dict(config or {})
+        self._config: BlockRankConfig = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+        self._ranker = ranker
+
+    def warm_up(self) -> None:
+        """Load (or reuse) the shared model; calling it again does nothing."""
+        self._get_ranker()
+
+    def _get_ranker(self) -> BlockRank:
+        if self._ranker is None:
+            self._ranker = shared_ranker(self.model, self._config)
+        return self._ranker
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every init argument except a live `ranker`, which is stored as its model name and full config."""
+        return default_to_dict(
+            self,
+            model=self.model,
+            top_k=self.top_k,
+            scoring_mode=self.scoring_mode,
+            config=self.config,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+        )
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "BlockRankRanker":
+        return default_from_dict(cls, data)
+
+    def _content(self, document: Document) -> Dict[str, str]:
+        if not isinstance(document.content, str):
+            raise ValueError(f"BlockRankRanker needs text: Document {document.id} has content={document.content!r}")
+        title = " ".join(str(document.meta[k]) for k in self.meta_fields_to_embed if document.meta.get(k) not in (None, ""))
+        return {"text": document.content, "title": title}
+
+    @component.output_types(documents=List[Document])
+    def run(self, query: str, documents: List[Document], top_k: Optional[int] = None) -> Dict[str, List[Document]]:
+        """Scored copies of `documents`, best first; `top_k` (else the init value; None: all) caps the count."""
+        top_k = self.top_k if top_k is None else check_top_k(top_k)
+        if not documents:
+            return {"documents": []}
+        ranked = self._get_ranker().rerank(query, [self._content(d) for d in documents], top_k=top_k)
+        return {"documents": [dataclasses.replace(documents[d.index], score=float(d.score)) for d in ranked]}
+
+
+__all__ = ["BlockRankRanker"]

@@ -1,0 +1,76 @@
+"""LangChain document compressor: `BlockRankRerank`, a thin translation to and from `BlockRank.rerank`.
+
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from blockrank_rerank.integrations.langchain import BlockRankRerank
+    retriever = ContextualCompressionRetriever(base_compressor=BlockRankRerank(top_n=5), base_retriever=base)
+
+Needs `pip install "blockrank-rerank[langchain]"` (langchain-core 1.x).
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.reranker import BlockRank
+
+from ._shared import check_ranker_arguments, missing_framework, resolve_config, shared_ranker
+
+try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.runnables.config import run_in_executor
+    from pydantic import ConfigDict, Field, PrivateAttr
+except ImportError as error:
+    raise missing_framework("langchain-core", "langchain") from error
+
+
+class BlockRankRerank(BaseDocumentCompressor):
+    """Reorders documents by BlockRank score, keeps `top_n` (None: all) and puts the score in
+    `metadata["relevance_score"]` (a float in [0, 1]; one call's scores sum to 1). Inputs are not modified.
+
+    Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
+    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    then loads on the first call and is shared with every adapter asking for the same model and config.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    top_n: Optional[int] = Field(default=3, ge=1)
+    """Number of documents to return, best first; None keeps them all."""
+    ranker: Optional[BlockRank] = Field(default=None, exclude=True, repr=False)
+    """A ready BlockRank to use; when None one is loaded from `model` on first use."""
+    model: Optional[str] = None
+    """Model id or path; None: the embedded offline default."""
+    scoring_mode: Optional[str] = None
+    """BlockRankConfig.scoring_mode override ("blockrank", "full", "icr")."""
+    config: Dict[str, Any] = Field(default_factory=dict)
+    """Other BlockRankConfig fields."""
+
+    _config: BlockRankConfig = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config)
+        self._config = self.ranker.config if self.ranker is not None else resolve_config(self.model, self.scoring_mode, self.config)
+
+    def _get_ranker(self) -> BlockRank:
+        if self.ranker is None:
+            self.ranker = shared_ranker(self.model, self._config)
+        return self.ranker
+
+    def compress_documents(self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+        """Copies of `documents`, best first, cut to `top_n`, each with `metadata["relevance_score"]`."""
+        if not documents:
+            return []
+        ranked = self._get_ranker().rerank(query, [d.page_content for d in documents], top_k=self.top_n)
+        return [
+            documents[d.index].model_copy(update={"metadata": {**documents[d.index].metadata, "relevance_score": float(d.score)}})
+            for d in ranked
+        ]
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
+    ) -> Sequence[Document]:
+        """`compress_documents` in a worker thread, so the forward pass never blocks the event loop."""
+        return await run_in_executor(None, self.compress_documents, documents, query, callbacks)
+
+
+__all__ = ["BlockRankRerank"]

@@ -1,0 +1,104 @@
+"""LlamaIndex node postprocessor: `BlockRankReranker`, a thin translation to and from `BlockRank.rerank`.
+
+    from blockrank_rerank.integrations.llamaindex import BlockRankReranker
+    engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[BlockRankReranker(top_n=5)])
+
+Needs `pip install "blockrank-rerank[llamaindex]"` (llama-index-core 0.14).
+"""
+
+from typing import Any, Dict, List, Optional
+
+from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.loading import EMBEDDED_DEFAULT
+from blockrank_rerank.reranker import BlockRank
+
+from ._shared import check_ranker_arguments, missing_framework, resolve_config, shared_ranker
+
+try:
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+except ImportError as error:
+    raise missing_framework("llama-index-core", "llamaindex") from error
+
+dispatcher = get_dispatcher(__name__)
+
+
+class BlockRankReranker(BaseNodePostprocessor):
+    """Reorders retrieved nodes by BlockRank score (a float in [0, 1]; one call's scores sum to 1) and keeps `top_n`.
+
+    Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
+    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    then loads on the first query and is shared with every adapter asking for the same model and config.
+    """
+
+    top_n: int = Field(default=5, ge=1, description="Number of nodes to return, best first.")
+    model: Optional[str] = Field(default=None, description="Model id or path; None: the embedded default.")
+    scoring_mode: Optional[str] = Field(default=None, description="BlockRankConfig.scoring_mode override.")
+    config: Dict[str, Any] = Field(default_factory=dict, description="Other BlockRankConfig fields.")
+    metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node metadata included in the scored text.")
+
+    _ranker: Optional[BlockRank] = PrivateAttr(default=None)
+    _config: BlockRankConfig = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        top_n: int = 5,
+        ranker: Optional[BlockRank] = None,
+        model: Optional[str] = None,
+        scoring_mode: Optional[str] = None,
+        config: Optional[Dict[str, Any]] = None,
+        metadata_mode: MetadataMode = MetadataMode.EMBED,
+        callback_manager: Optional[CallbackManager] = None,
+    ) -> None:
+        check_ranker_arguments(ranker, model, scoring_mode, config)
+        super().__init__(
+            top_n=top_n,
+            model=ranker.name if ranker is not None else model,
+            scoring_mode=scoring_mode,
+            config=dict(config or {}),
+            metadata_mode=metadata_mode,
+            callback_manager=callback_manager or CallbackManager(),
+        )
+        self._ranker = ranker
+        self._config = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BlockRankReranker"
+
+    @property
+    def ranker(self) -> BlockRank:
+        """The shared `BlockRank`, loaded on first use."""
+        if self._ranker is None:
+            self._ranker = shared_ranker(self.model, self._config)
+        return self._ranker
+
+    def _postprocess_nodes(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("BlockRankReranker needs a query: pass query_bundle or query_str")
+        model_name = self.model or EMBEDDED_DEFAULT
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=model_name))
+        if not nodes:
+            dispatcher.event(ReRankEndEvent(nodes=[]))
+            return []
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        payload = {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: model_name,
+            EventPayload.QUERY_STR: query_bundle.query_str,
+            EventPayload.TOP_K: self.top_n,
+        }
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+            ranked = self.ranker.rerank(query_bundle.query_str, texts, top_k=self.top_n)
+            reranked = [NodeWithScore(node=nodes[d.index].node, score=float(d.score)) for d in ranked]
+            event.on_end(payload={EventPayload.NODES: reranked})
+        dispatcher.event(ReRankEndEvent(nodes=reranked))
+        return reranked
+
+
+__all__ = ["BlockRankReranker"]
