@@ -215,7 +215,7 @@ def build_scorer(method: str, model: Optional[str] = None, **overrides: Any) -> 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A two-row plain-text table: the method and the first stage on the same candidates."""
-    names = list(summary["metrics"])
+    names = [str(m) for m in measures(summary["depth"], summary["binary_threshold"])]
     lines = [f"{summary['method']} on {summary['dataset']}: {summary['num_queries']} queries, depth {summary['depth']}, "
              f"{summary['seconds_per_query']['mean']:.2f} s/query"]
     lines.append(f"{'':14}" + "".join(f"{n:>16}" for n in names))
