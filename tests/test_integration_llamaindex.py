@@ -1,0 +1,117 @@
+"""LlamaIndex adapter inside a real query engine, on the embedded default model: same ranking as the core object."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import VectorStoreIndex  # noqa: E402
+from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler  # noqa: E402
+from llama_index.core.embeddings import MockEmbedding  # noqa: E402
+from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
+from llama_index.core.llms import MockLLM  # noqa: E402
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
+
+from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
+from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
+from blockrank_rerank.integrations.llamaindex import BlockRankReranker  # noqa: E402
+
+QUERY = DEMO_QUERIES[0]["query"]
+TEXTS = DEMO_QUERIES[0]["documents"]
+
+
+def _nodes() -> list[NodeWithScore]:
+    return [NodeWithScore(node=TextNode(id_=f"n{i}", text=t), score=0.5) for i, t in enumerate(TEXTS)]
+
+
+class _Recorder(BaseEventHandler):
+    events: list = []
+
+    def handle(self, event, **kwargs):
+        self.events.append(event)
+
+
+def test_query_engine_ranks_like_the_core_object(default_ranker):
+    index = VectorStoreIndex([TextNode(id_=f"n{i}", text=t) for i, t in enumerate(TEXTS)], embed_model=MockEmbedding(embed_dim=8))
+    retrieved = index.as_retriever(similarity_top_k=len(TEXTS)).retrieve(QUERY)
+    expected = default_ranker.rerank(QUERY, [n.node.get_content() for n in retrieved], top_k=3)
+
+    engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=len(TEXTS), node_postprocessors=[BlockRankReranker(ranker=default_ranker, top_n=3)])
+    sources = engine.query(QUERY).source_nodes
+
+    assert [n.node.node_id for n in sources] == [retrieved[d.index].node.node_id for d in expected]
+    assert all(type(n.score) is float for n in sources)
+    assert [n.score for n in sources] == pytest.approx([d.score for d in expected], abs=1e-6)
+
+
+def test_top_n_copies_events_and_callbacks(default_ranker):
+    debug = LlamaDebugHandler()
+    recorder = _Recorder(events=[])
+    dispatcher = get_dispatcher("blockrank_rerank.integrations.llamaindex")
+    dispatcher.add_event_handler(recorder)
+    try:
+        reranker = BlockRankReranker(ranker=default_ranker, top_n=2, callback_manager=CallbackManager([debug]))
+        nodes = _nodes()
+        out = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    finally:
+        dispatcher.event_handlers.remove(recorder)
+    assert len(out) == 2 and out[0].score >= out[1].score
+    assert all(n.score == 0.5 for n in nodes)  # the caller's NodeWithScore objects keep their retrieval scores
+    names = [e.class_name() for e in recorder.events]
+    assert names == ["ReRankStartEvent", "ReRankEndEvent"]
+    assert recorder.events[0].top_n == 2 and recorder.events[1].nodes == out
+    pairs = debug.get_event_pairs(CBEventType.RERANKING)
+    assert len(pairs) == 1 and len(pairs[0]) == 2
+    big = BlockRankReranker(ranker=default_ranker, top_n=50).postprocess_nodes(_nodes(), query_bundle=QueryBundle(QUERY))
+    assert len(big) == len(TEXTS)
+
+
+def test_empty_and_missing_query(default_ranker):
+    reranker = BlockRankReranker(ranker=default_ranker)
+    assert reranker.postprocess_nodes([], query_str=QUERY) == []
+    with pytest.raises(ValueError, match="query"):
+        reranker.postprocess_nodes(_nodes())
+    with pytest.raises(ValueError, match="query"):
+        reranker.postprocess_nodes(_nodes(), query_str="   ")
+    assert BlockRankReranker.class_name() == "BlockRankReranker"
+
+
+def test_model_is_loaded_once_and_shared(default_ranker):
+    BlockRankReranker(ranker=default_ranker)  # registers it as the shared default
+    lazy = BlockRankReranker(top_n=2)
+    assert lazy._ranker is None  # nothing loads at construction
+    assert lazy.ranker is default_ranker
+    assert BlockRankReranker(scoring_mode="blockrank").ranker is default_ranker
+
+
+def test_config_passthrough_and_validation(default_ranker):
+    reranker = BlockRankReranker(scoring_mode="icr", config={"max_block_tokens": 128})
+    assert reranker._config == BlockRankConfig(scoring_mode="icr", max_block_tokens=128)
+    with pytest.raises(ValueError, match="scoring_mode"):
+        BlockRankReranker(scoring_mode="nope")
+    with pytest.raises(TypeError):
+        BlockRankReranker(config={"no_such_field": 1})
+    with pytest.raises(ValueError, match="either"):
+        BlockRankReranker(ranker=default_ranker, model="other")
+    with pytest.raises(ValueError):
+        BlockRankReranker(top_n=0)
+
+
+def test_icr_mode_reaches_the_core(default_ranker):
+    icr = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(scoring_mode="icr"))
+    out = BlockRankReranker(ranker=icr, top_n=3).postprocess_nodes(_nodes(), query_str=QUERY)
+    expected = icr.rerank(QUERY, TEXTS, top_k=3)
+    assert [n.node.node_id for n in out] == [f"n{d.index}" for d in expected]
+    assert [n.score for n in out] == pytest.approx([d.score for d in expected], abs=1e-6)
+
+
+def test_missing_framework_names_the_extra(monkeypatch):
+    monkeypatch.delitem(sys.modules, "blockrank_rerank.integrations.llamaindex")
+    monkeypatch.setitem(sys.modules, "llama_index.core.postprocessor.types", None)
+    with pytest.raises(ImportError, match=r'pip install "blockrank-rerank\[llamaindex\]"'):
+        importlib.import_module("blockrank_rerank.integrations.llamaindex")
