@@ -7,8 +7,6 @@ Prints FAISS's and BlockRank's top documents per query and nDCG@10 of both on th
 Needs langchain-classic for ContextualCompressionRetriever (`pip install "blockrank-rerank[examples]"`).
 """
 
-from __future__ import annotations
-
 from typing import Any, Optional, Sequence
 
 from langchain_classic.retrievers import ContextualCompressionRetriever

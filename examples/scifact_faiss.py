@@ -171,15 +171,20 @@ def print_summary(first_stage: dict[str, Sequence[str]], reranked: dict[str, Seq
     return before, after
 
 
-def generate_answer(ranker: Any, question: str, passages: Sequence[str], max_new_tokens: int = 48) -> str:
-    """A short greedy answer from the reranker's own causal LM, grounded in `passages` (best first)."""
+def generate(ranker: Any, prompt: str, max_new_tokens: int = 48) -> str:
+    """A short greedy completion of one user message from the reranker's own causal LM (its chat template)."""
     import torch
 
-    context = "\n".join(f"[{i + 1}] {_snippet(p, 600)}" for i, p in enumerate(passages))
-    messages = [{"role": "user", "content": f"Passages:\n{context}\n\nUsing the passages, answer briefly: {question}"}]
     tokenizer = ranker.tokenizer
+    messages = [{"role": "user", "content": prompt}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(ranker.device) for k, v in inputs.items()}
     with torch.inference_mode():
         output = ranker.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def generate_answer(ranker: Any, question: str, passages: Sequence[str], max_new_tokens: int = 48) -> str:
+    """A short answer to `question` grounded in `passages` (best first), from the reranker's own model."""
+    context = "\n".join(f"[{i + 1}] {_snippet(p, 600)}" for i, p in enumerate(passages))
+    return generate(ranker, f"Passages:\n{context}\n\nUsing the passages, answer briefly: {question}", max_new_tokens)

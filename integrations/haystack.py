@@ -58,6 +58,11 @@ class BlockRankRanker:
         """Load (or reuse) the shared model; calling it again does nothing."""
         self._get_ranker()
 
+    @property
+    def ranker(self) -> BlockRank:
+        """The shared `BlockRank` (loaded on first use), e.g. to generate with its model."""
+        return self._get_ranker()
+
     def _get_ranker(self) -> BlockRank:
         if self._ranker is None:
             self._ranker = shared_ranker(self.model, self._config)
