@@ -12,7 +12,7 @@ from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.loading import EMBEDDED_DEFAULT
 from blockrank_rerank.reranker import BlockRank
 
-from ._shared import check_ranker_arguments, missing_framework, resolve_config, shared_ranker
+from ._shared import check_ranker_arguments, config_fields, missing_framework, resolve_config, shared_ranker
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -60,7 +60,7 @@ class BlockRankReranker(BaseNodePostprocessor):
             top_n=top_n,
             model=ranker.name if ranker is not None else model,
             scoring_mode=scoring_mode,
-            config=dict(config or {}),
+            config=config_fields(ranker.config) if ranker is not None else dict(config or {}),
             metadata_mode=metadata_mode,
             callback_manager=callback_manager or CallbackManager(),
         )

@@ -82,7 +82,9 @@ def test_empty_and_missing_query(default_ranker):
 
 
 def test_model_is_loaded_once_and_shared(default_ranker):
-    BlockRankReranker(ranker=default_ranker)  # registers it as the shared default
+    wrapped = BlockRankReranker(ranker=default_ranker).to_dict()  # also registers it as the shared default
+    assert wrapped["class_name"] == "BlockRankReranker" and wrapped["model"] == default_ranker.name
+    assert BlockRankConfig(**wrapped["config"]) == default_ranker.config
     lazy = BlockRankReranker(top_n=2)
     assert lazy._ranker is None  # nothing loads at construction
     assert lazy.ranker is default_ranker
