@@ -10,7 +10,7 @@ import time
 import pytest
 
 pytest.importorskip("langchain_core")
-langchain_classic = pytest.importorskip("langchain_classic")
+pytest.importorskip("langchain_classic")
 
 from langchain_classic.retrievers import ContextualCompressionRetriever  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
