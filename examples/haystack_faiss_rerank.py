@@ -8,13 +8,14 @@ Prints FAISS's and BlockRank's top documents per query and nDCG@10 of both on th
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 from haystack import Document, Pipeline, component
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary
+from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
 
 PIPELINE_YAML = Path(__file__).with_name("haystack_pipeline.yaml")
 TRUSTED_MODULES = ["blockrank_rerank"]  # Haystack 3 deserialises classes only from allowlisted modules
@@ -41,13 +42,15 @@ class FaissRetriever:
         return {"documents": [Document(id=d, content=corpus[d]["text"], meta={"title": corpus[d]["title"]}, score=s) for d, s in hits]}
 
 
-def build_pipeline(index: FaissIndex, data: SciFact, depth: int, scoring_mode: str, max_block_tokens: int) -> Pipeline:
-    """The YAML pipeline with the ranker's options set and the FAISS retriever connected in front of it."""
+def build_pipeline(index: FaissIndex, data: SciFact, args: argparse.Namespace) -> Pipeline:
+    """The YAML pipeline with the ranker's options from `args` and the FAISS retriever connected in front of it."""
     spec = yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))
     ranker = spec["components"]["ranker"]["init_parameters"]
-    ranker["scoring_mode"], ranker["config"] = scoring_mode, {**ranker["config"], "max_block_tokens": max_block_tokens}
+    settings = ranker_settings(args)
+    ranker["model"], ranker["scoring_mode"] = args.model, settings.pop("scoring_mode")
+    ranker["config"] = {**ranker["config"], **settings}
     pipeline = load_pipeline(spec)
-    pipeline.add_component("retriever", FaissRetriever(index, data, top_k=depth))
+    pipeline.add_component("retriever", FaissRetriever(index, data, top_k=args.depth))
     pipeline.connect("retriever.documents", "ranker.documents")
     return pipeline
 
@@ -55,7 +58,7 @@ def build_pipeline(index: FaissIndex, data: SciFact, depth: int, scoring_mode: s
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = example_arguments(__doc__, argv)
     data = load_scifact(args.queries, smoke=args.smoke)
-    pipeline = build_pipeline(FaissIndex(data.corpus), data, args.depth, args.scoring_mode, args.max_block_tokens)
+    pipeline = build_pipeline(FaissIndex(data.corpus), data, args)
     pipeline.warm_up()  # loads the model once; every run below reuses it
     first_stage, reranked = {}, {}
     for qid, query in data.queries.items():

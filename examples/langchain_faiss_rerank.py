@@ -14,7 +14,7 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary
+from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
 
 from blockrank_rerank import BlockRank
 from blockrank_rerank.integrations.langchain import BlockRankRerank
@@ -41,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     data = load_scifact(args.queries, smoke=args.smoke)
     base = FaissRetriever(index=FaissIndex(data.corpus), data=data, k=args.depth)
     # Loaded once and shared by every query; the compressor only translates Documents to and from it.
-    ranker = BlockRank.from_pretrained(scoring_mode=args.scoring_mode, max_block_tokens=args.max_block_tokens)
+    ranker = BlockRank.from_pretrained(args.model, **ranker_settings(args))
     retriever = ContextualCompressionRetriever(base_compressor=BlockRankRerank(ranker=ranker, top_n=args.depth), base_retriever=base)
     first_stage, reranked = {}, {}
     for qid, query in data.queries.items():

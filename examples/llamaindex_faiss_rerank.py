@@ -15,7 +15,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers.no_text import NoText
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary
+from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
 
 from blockrank_rerank import BlockRank
 from blockrank_rerank.integrations.llamaindex import BlockRankReranker
@@ -38,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     data = load_scifact(args.queries, smoke=args.smoke)
     retriever = FaissRetriever(FaissIndex(data.corpus), data, k=args.depth)
     # Loaded once and shared by every query; the adapter only translates nodes to and from it.
-    ranker = BlockRank.from_pretrained(scoring_mode=args.scoring_mode, max_block_tokens=args.max_block_tokens)
+    ranker = BlockRank.from_pretrained(args.model, **ranker_settings(args))
     # NoText synthesizer: this script compares rankings only (the notebook generates an answer), so no LLM is called.
     engine = RetrieverQueryEngine(
         retriever, response_synthesizer=NoText(llm=MockLLM()), node_postprocessors=[BlockRankReranker(ranker=ranker, top_n=args.depth)]

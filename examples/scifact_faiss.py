@@ -41,7 +41,8 @@ def example_arguments(description: Optional[str], argv: Optional[Sequence[str]])
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=10, help="number of SciFact test queries (default 10)")
     parser.add_argument("--depth", type=int, default=20, help="FAISS candidates reranked per query (default 20)")
-    parser.add_argument("--max-block-tokens", type=int, default=384, help="BlockRank token cap per document (default 384)")
+    parser.add_argument("--max-block-tokens", type=int, default=None, help="BlockRank token cap per block (default: the model's, 384 for the embedded one)")
+    parser.add_argument("--model", default=None, help="reranking model id or path (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--scoring-mode", default="blockrank", choices=["blockrank", "full", "icr"], help="BlockRank scoring mode")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_QUERIES} queries, small corpus, small blocks (or set {SMOKE_ENV}=1)")
     args = parser.parse_args(argv)
@@ -49,6 +50,14 @@ def example_arguments(description: Optional[str], argv: Optional[Sequence[str]])
     if args.smoke:
         args.queries, args.depth, args.max_block_tokens = SMOKE_QUERIES, SMOKE_DEPTH, SMOKE_BLOCK_TOKENS
     return args
+
+
+def ranker_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """BlockRankConfig fields chosen on the command line (an unset block size keeps the model's default)."""
+    settings: dict[str, Any] = {"scoring_mode": args.scoring_mode}
+    if args.max_block_tokens is not None:
+        settings["max_block_tokens"] = args.max_block_tokens
+    return settings
 
 
 @dataclass(frozen=True)
