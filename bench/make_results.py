@@ -159,7 +159,7 @@ def main() -> None:
         rows = groups[key]
         out += [f"## {labels[key]}", "", table(rows), ""]
     out += ["![nDCG@10 by method](results_ndcg.png)", ""]
-    plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) > 2}, labels, ROOT / "docs" / "results_ndcg.png")
+    plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) >= 2}, labels, ROOT / "docs" / "results_ndcg.png")
 
     points, queries = plot_latency(summaries, ROOT / "docs" / "results_latency.png")
     out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets):", ""]
