@@ -5,6 +5,9 @@
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
+# The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
+# results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
+# when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}

@@ -95,7 +95,10 @@ def command_eval(args: argparse.Namespace) -> int:
     overrides.pop("scoring_mode", None)
     output = Path(args.output or f"runs/{args.dataset}-{args.method}-top{args.depth}")
     scorer = build_scorer(args.method, args.model, **overrides)
-    settings = {"model": args.model or "embedded default", "method": args.method, "queries": args.queries, "seed": args.seed, **overrides}
+    import torch
+
+    settings = {"model": args.model or "embedded default", "method": args.method, "queries": args.queries, "seed": args.seed,
+                "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
     threshold = BINARY_THRESHOLDS[args.dataset] if args.binary_threshold is None else args.binary_threshold
