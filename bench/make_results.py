@@ -219,7 +219,7 @@ def main() -> None:
     ]
     full_300 = any(s["dataset"] == "scifact-test" and s["num_queries"] == totals["scifact-test"] and s["method"] != "first-stage" for s in summaries)
     if not full_300:
-        out.append("- No method was run over all 300 SciFact test queries in this session (CPU time ran out).")
+        out.append("- No reranker (LM or bi-encoder) was run over all 300 SciFact test queries in this session (CPU time ran out).")
     listed = {(s["dataset"], s["depth"], s["num_queries"], s["method"]) for s in summaries}
     for method in ("pointwise", "listwise"):
         if ("dl19", 20, totals["dl19"], method) not in listed:
