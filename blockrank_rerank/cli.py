@@ -1,8 +1,9 @@
-"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`."""
+"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`, `train`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -137,6 +138,45 @@ def command_sweep_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_HELP = {
+    "output_dir": "directory of the result, its log and its resumable checkpoint",
+    "model": "base model: Hugging Face id, local path, or the embedded SmolLM2-135M-Instruct (default)",
+    "sources": "comma-separated training sources: " + ", ".join(["squad", "msmarco-small", "multihop-small", "wikiqa", "scifact-train", "dl21"]),
+    "lora_rank": "LoRA rank; 0 fine-tunes every weight",
+    "aux_weight": "λ, weight of the InfoNCE loss on layer-L* scores",
+    "temperature": "τ of the InfoNCE loss",
+    "max_minutes": "stop after this many minutes (a checkpoint is saved; rerun to resume)",
+    "dtype": "float32, or bfloat16 autocast on CUDA",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (`--lora-rank`, `--aux-weight`, ...), typed from its default."""
+    from .training.trainer import TrainConfig
+
+    hints = {"scoring_layer": int, "max_steps": int, "max_minutes": float}
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = TRAIN_HELP.get(field.name, "") + f" (default: {field.default})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        elif isinstance(field.default, tuple):
+            parser.add_argument(flag, default=",".join(field.default), help=help_text)
+        else:
+            kind = hints.get(field.name, type(field.default))
+            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from .training.trainer import TrainConfig, train
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    fields["sources"] = tuple(s.strip() for s in fields["sources"].split(",") if s.strip())
+    output = train(TrainConfig(**fields), show_progress_bar=not args.no_progress)
+    print(f"wrote {output}; load it with BlockRank.from_pretrained({str(output)!r})")
+    return 0
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, default_depth: int) -> None:
     parser.add_argument("--dataset", choices=["dl19", "dl21", "scifact"], default=default_dataset)
     parser.add_argument("--depth", type=int, default=default_depth, help="first-stage candidates reranked per query")
@@ -182,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(sweep, "dl21", 20)
     add_model_arguments(sweep)
     sweep.set_defaults(handler=command_sweep_layers)
+
+    training = commands.add_parser("train", help="fine-tune a causal LM with the BlockRank objective (LoRA or full)")
+    add_train_arguments(training)
+    training.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    training.set_defaults(handler=command_train)
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan
+from .layout import BlockLayout
 
 MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
 
@@ -73,6 +74,29 @@ def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torc
     return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
 
 
+def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token embeddings and the rotary tables of the stream's position ids. Shapes: (T, C), (T, D), (T, D)."""
+    device = decoder.embed_tokens.weight.device
+    hidden = decoder.embed_tokens(layout.input_ids.to(device))  # (T, C)
+    cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(device)[None])  # (1, T, D) each
+    return hidden, cos[0], sin[0]
+
+
+def scoring_projections(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: BlockLayout, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Post-RoPE queries of the signal rows and keys of every document token at `layer` (L*).
+
+    Shapes: hidden (T, C) entering L* -> signal queries (H, S, D), document keys (Hkv, Dtok, D).
+    """
+    attn = layer.self_attn
+    signal = layout.signal_rows(num_signal_tokens).to(hidden.device)
+    rows = layout.document_rows()[0].to(hidden.device)
+    x_signal = layer.input_layernorm(hidden[signal])  # (S, C)
+    x_docs = layer.input_layernorm(hidden[rows])  # (Dtok, C)
+    queries = project(attn, x_signal, "q_proj", "q_norm", cos[signal], sin[signal])
+    keys = project(attn, x_docs, "k_proj", "k_norm", cos[rows], sin[rows])
+    return queries, keys
+
+
 def run_to_scoring_layer(
     model: Any,
     plan: AttentionPlan,
@@ -84,27 +108,13 @@ def run_to_scoring_layer(
     """Run layers 0..L*-1 over the stream and read queries/keys at L*; with `early_exit=False` finish the model."""
     decoder = decoder_of(model)
     layout = plan.layout
-    device = decoder.embed_tokens.weight.device
-    input_ids = layout.input_ids.to(device)
-    hidden = decoder.embed_tokens(input_ids)  # (T, C)
-    cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(device)[None])  # (1, T, D) each
-    cos, sin = cos[0], sin[0]  # (T, D)
+    hidden, cos, sin = embed_stream(decoder, layout)
     for layer in decoder.layers[:scoring_layer]:
         hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
 
     layer = decoder.layers[scoring_layer]
-    attn = layer.self_attn
-    signal = layout.signal_rows(num_signal_tokens).to(device)
-    rows, _ = layout.document_rows()
-    rows = rows.to(device)
-    x_signal = layer.input_layernorm(hidden[signal])  # (S, C)
-    x_docs = layer.input_layernorm(hidden[rows])  # (Dtok, C)
-    state = ScoringState(
-        signal_queries=project(attn, x_signal, "q_proj", "q_norm", cos[signal], sin[signal]),
-        document_keys=project(attn, x_docs, "k_proj", "k_norm", cos[rows], sin[rows]),
-        scale=float(attn.scaling),
-        hidden=hidden,
-    )
+    queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
+    state = ScoringState(signal_queries=queries, document_keys=keys, scale=float(layer.self_attn.scaling), hidden=hidden)
     if not early_exit:
         for layer in decoder.layers[scoring_layer:]:
             hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)

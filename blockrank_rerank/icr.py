@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan, sdpa
-from .forward import decoder_of, project
+from .forward import decoder_of, embed_stream, project
 from .layout import BlockLayout
 
 CALIBRATION_QUERY = "N/A"
@@ -77,12 +77,11 @@ def icr_token_scores(model: Any, plan: AttentionPlan, calibration_block: list[in
     device = decoder.embed_tokens.weight.device
     context = layout.query_start  # prefix + documents, shared by both passes
     first = int(layout.position_ids[context])
-    hidden = decoder.embed_tokens(layout.input_ids.to(device))  # (T, C)
+    hidden, cos, sin = embed_stream(decoder, layout)  # (T, C), (T, D), (T, D)
     hidden_b = decoder.embed_tokens(torch.tensor(calibration_block, dtype=torch.long, device=device))  # (Lb, C)
     positions_b = torch.arange(first, first + len(calibration_block), device=device)
-    cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(device)[None])  # (1, T, D) each
     cos_b, sin_b = decoder.rotary_emb(hidden_b[None], positions_b[None])  # (1, Lb, D) each
-    cos, sin, cos_b, sin_b = cos[0], sin[0], cos_b[0], sin_b[0]
+    cos_b, sin_b = cos_b[0], sin_b[0]
 
     num_b = len(calibration_block)
     mask_a = plan.query_mask.to(device)  # (Lq, T)

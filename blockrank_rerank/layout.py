@@ -8,6 +8,7 @@ Which token may attend to which is stated once, as predicates over block ids (SP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -26,6 +27,7 @@ class BlockLayout:
     document_lengths: tuple[int, ...]  # tokens of each document block
     query_start: int  # first stream index of the query block
     causal_positions: bool  # True: plain causal prompt (positions 0..T-1), False: BlockRank layout
+    completion_length: int = 0  # trailing answer tokens inside the query block (training only)
 
     @property
     def num_tokens(self) -> int:
@@ -39,11 +41,16 @@ class BlockLayout:
     def query_length(self) -> int:
         return self.num_tokens - self.query_start
 
+    @property
+    def completion_start(self) -> int:
+        """First stream index of the completion; `num_tokens` when there is none (inference)."""
+        return self.num_tokens - self.completion_length
+
     def signal_rows(self, count: int) -> torch.Tensor:
-        """Stream indices of the last `count` tokens of the query block. Shapes: (S,)."""
-        if count > self.query_length:
-            raise ValueError(f"num_signal_tokens={count} exceeds the query block's {self.query_length} tokens")
-        return torch.arange(self.num_tokens - count, self.num_tokens)
+        """Stream indices of the last `count` query-block tokens before any completion. Shapes: (S,)."""
+        if count > self.query_length - self.completion_length:
+            raise ValueError(f"num_signal_tokens={count} exceeds the query block's {self.query_length - self.completion_length} tokens")
+        return torch.arange(self.completion_start - count, self.completion_start)
 
     def document_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Stream indices of all document tokens and the document each belongs to. Shapes: (Dtok,), (Dtok,)."""
@@ -76,8 +83,14 @@ def blockrank_allowed(
     return same_block_causal | document_sees_prefix | query_sees_earlier
 
 
-def build_layout(prompt: TokenizedPrompt, *, query_position_offset: int, causal_positions: bool = False) -> BlockLayout:
-    """Pack `prompt` into one stream; BlockRank positions unless `causal_positions` (plain 0..T-1)."""
+def build_layout(
+    prompt: TokenizedPrompt, *, query_position_offset: int, causal_positions: bool = False, completion: Sequence[int] = ()
+) -> BlockLayout:
+    """Pack `prompt` into one stream; BlockRank positions unless `causal_positions` (plain 0..T-1).
+
+    `completion` (training only) is appended to the query block: the answer the model should generate after
+    the answer opening, e.g. the tokens of "3, 7]" and EOS. The signal rows stay the last tokens before it.
+    """
     prefix_length = len(prompt.prefix)
     lengths = tuple(len(ids) for ids in prompt.documents)
     if min(lengths, default=1) < 1 or prefix_length < 1 or len(prompt.query_block) < 1:
@@ -92,9 +105,10 @@ def build_layout(prompt: TokenizedPrompt, *, query_position_offset: int, causal_
         positions.extend(range(prefix_length, prefix_length + len(doc)))
         blocks.extend([k + 1] * len(doc))
     query_start = len(ids)
-    ids.extend(prompt.query_block)
-    positions.extend(range(query_position_offset, query_position_offset + len(prompt.query_block)))
-    blocks.extend([len(prompt.documents) + 1] * len(prompt.query_block))
+    query_block = [*prompt.query_block, *completion]
+    ids.extend(query_block)
+    positions.extend(range(query_position_offset, query_position_offset + len(query_block)))
+    blocks.extend([len(prompt.documents) + 1] * len(query_block))
     if causal_positions:
         positions = list(range(len(ids)))
     return BlockLayout(
@@ -106,4 +120,5 @@ def build_layout(prompt: TokenizedPrompt, *, query_position_offset: int, causal_
         document_lengths=lengths,
         query_start=query_start,
         causal_positions=causal_positions,
+        completion_length=len(completion),
     )

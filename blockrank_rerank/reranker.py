@@ -11,12 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import plan_attention, resolve_backend
-from .config import KNOWN_CHECKPOINTS, BlockRankConfig
+from .config import BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
 from .inputs import DocumentInput, check_documents, check_query, check_top_k
 from .layout import BlockLayout, build_layout
-from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer
+from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer, model_settings
 from .results import RankedList, rank_documents
 from .scoring import document_scores, signal_attention
 from .tokenize import tokenize_prompt
@@ -49,10 +49,10 @@ class BlockRank:
     ) -> "BlockRank":
         """Load a Llama/Mistral/Qwen2-family causal LM by id or path (None: the embedded offline default).
 
-        Settings known for a released checkpoint (e.g. L*=20 for quicktensor/blockrank-msmarco-mistral-7b)
-        apply first; `config` and keyword `overrides` (any BlockRankConfig field) win over them.
+        Settings known for a released checkpoint (e.g. L*=20 for quicktensor/blockrank-msmarco-mistral-7b) or
+        stored in a `blockrank train` checkpoint apply first; `config` and keyword `overrides` (any BlockRankConfig field) win over them.
         """
-        base = config or BlockRankConfig(**KNOWN_CHECKPOINTS.get(str(model_name_or_path), {}))
+        base = config or BlockRankConfig(**model_settings(model_name_or_path))
         config = base.replace(**overrides) if overrides else base
         model, tokenizer, name = load_model_and_tokenizer(model_name_or_path, config.torch_dtype, config.device)
         return cls(model, tokenizer, config, name=name)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .attention import plan_attention
 from .data import CandidateRun
-from .forward import decoder_layer, decoder_of, project
+from .forward import decoder_layer, decoder_of, embed_stream, scoring_projections
 from .layout import BlockLayout
 from .scoring import document_scores, signal_attention
 
@@ -29,20 +29,14 @@ def scores_per_layer(ranker: Any, layout: BlockLayout, layers: Sequence[int]) ->
         raise ValueError(f"layers must lie in 0..{ranker.num_layers - 1}, got {list(layers)}")
     decoder = decoder_of(ranker.model)
     plan = plan_attention(layout, ranker.config.batch_tokens, ranker.device)
-    signal = layout.signal_rows(ranker.config.num_signal_tokens).to(ranker.device)
-    rows, owner = layout.document_rows()
-    rows = rows.to(ranker.device)
+    _, owner = layout.document_rows()
     results: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        hidden = decoder.embed_tokens(layout.input_ids.to(ranker.device))  # (T, C)
-        cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(ranker.device)[None])  # (1, T, D) each
-        cos, sin = cos[0], sin[0]
+        hidden, cos, sin = embed_stream(decoder, layout)
         for index, layer in enumerate(decoder.layers[: wanted[-1] + 1]):
             if index in wanted:
-                attn = layer.self_attn
-                queries = project(attn, layer.input_layernorm(hidden[signal]), "q_proj", "q_norm", cos[signal], sin[signal])  # (H, S, D)
-                keys = project(attn, layer.input_layernorm(hidden[rows]), "k_proj", "k_norm", cos[rows], sin[rows])  # (Hkv, Dtok, D)
-                attention = signal_attention(queries, keys, float(attn.scaling))  # (H, S, Dtok)
+                queries, keys = scoring_projections(layer, hidden, cos, sin, layout, ranker.config.num_signal_tokens)
+                attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
                 results[index] = document_scores(attention, owner, layout.num_documents).cpu()
             if index < wanted[-1]:
                 hidden = decoder_layer(layer, hidden, cos, sin, plan, ranker.backend)

@@ -12,8 +12,8 @@ import threading
 import weakref
 from typing import Any, Mapping, Optional
 
-from blockrank_rerank.config import KNOWN_CHECKPOINTS, BlockRankConfig
-from blockrank_rerank.loading import EMBEDDED_DEFAULT
+from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.loading import EMBEDDED_DEFAULT, model_settings
 from blockrank_rerank.reranker import BlockRank
 
 _rankers: "weakref.WeakValueDictionary[tuple[str, BlockRankConfig], BlockRank]" = weakref.WeakValueDictionary()
@@ -29,7 +29,7 @@ def resolve_config(model: Optional[str], scoring_mode: Optional[str], config: Op
     """The validated config for `model`: released-checkpoint settings, then `config` fields, then `scoring_mode`."""
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of BlockRankConfig fields, got {type(config).__name__}")
-    fields = {**KNOWN_CHECKPOINTS.get(model or EMBEDDED_DEFAULT, {}), **(config or {})}
+    fields = {**model_settings(model), **(config or {})}
     if scoring_mode is not None:
         fields["scoring_mode"] = scoring_mode
     return BlockRankConfig(**fields)

@@ -1,0 +1,133 @@
+"""Training examples: a query with positive and negative passages, read from the training material only.
+
+Every source here is a training split (SPEC data README): SQuAD v1.1 dev paragraphs, the small MS MARCO,
+multi-hop and WikiQA sets, SciFact *train* claims and TREC DL21. The reporting splits (DL19, SciFact test)
+are refused by name, so a training run can never see an evaluation query.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from ..data import data_dir, load_trec_dl
+
+logger = logging.getLogger(__name__)
+
+REPORTING_SPLITS = ("dl19", "scifact-test")
+
+
+@dataclass(frozen=True)
+class RankingExample:
+    """One query with the passages that answer it and passages that do not."""
+
+    query: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...]  # hard negatives first-stage order (may be empty: random ones are drawn)
+    source: str
+
+
+def _lines(path: Path) -> Iterable[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _clean(texts: Iterable[str]) -> tuple[str, ...]:
+    return tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
+
+
+def read_jsonl_examples(path: Path, source: str) -> list[RankingExample]:
+    """`{"query", "positives": [...], "negatives": [...]}` lines (the files under `train/`)."""
+    examples = []
+    for item in _lines(path):
+        positives, negatives = _clean(item.get("positives", ())), _clean(item.get("negatives", ()))
+        if item.get("query", "").strip() and positives:
+            examples.append(RankingExample(item["query"].strip(), positives, negatives, source))
+    return examples
+
+
+def read_squad(root: Path) -> list[RankingExample]:
+    """SQuAD v1.1 dev questions: the gold paragraph against 29 BM25 paragraphs without the answer."""
+    folder = root / "train"
+    corpus = {int(p["pid"]): p["text"] for p in _lines(folder / "squad-v1.1-dev.corpus.jsonl.gz")}
+    return [
+        RankingExample(q["query"].strip(), _clean(corpus[i] for i in q["pos_ids"]), _clean(corpus[i] for i in q["neg_ids"]), "squad")
+        for q in _lines(folder / "squad-v1.1-dev.queries.jsonl.gz")
+    ]
+
+
+def read_trec_dl_train(root: Path, year: str = "dl21", min_grade: int = 2) -> list[RankingExample]:
+    """TREC DL BM25 top-100: grade >= `min_grade` passages are positives, grade-0 or unjudged ones negatives."""
+    if year in REPORTING_SPLITS:
+        raise ValueError(f"{year} is a reporting split and is never used for training")
+    run = load_trec_dl(year, root)
+    examples = []
+    for qid, candidates in run.candidates.items():
+        grades = run.qrels.get(qid, {})
+        positives = _clean(c.text for c in candidates if grades.get(c.docid, 0) >= min_grade)
+        negatives = _clean(c.text for c in candidates if grades.get(c.docid, 0) <= 0)
+        if positives:
+            examples.append(RankingExample(run.queries[qid], positives, negatives, year))
+    return examples
+
+
+def read_beir_train(root: Path, name: str = "scifact", num_negatives: int = 30) -> list[RankingExample]:
+    """BEIR train queries with their judged documents; negatives are BM25 (bm25s) hits that are not judged."""
+    try:
+        import bm25s
+    except ImportError as error:
+        raise ImportError("BM25 negatives for BEIR training queries need bm25s: pip install 'blockrank-rerank[train]'") from error
+    folder = root / name
+    corpus = {str(d["_id"]): f"{d.get('title', '')} {d['text']}".strip() for d in _lines(folder / "corpus.jsonl.gz")}
+    queries = {str(q["_id"]): q["text"] for q in _lines(folder / "queries.train.jsonl")}
+    judged: dict[str, set[str]] = {}
+    with open(folder / "qrels" / "train.tsv", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if int(row["score"]) > 0:
+                judged.setdefault(row["query-id"], set()).add(row["corpus-id"])
+    docids = list(corpus)
+    retriever = bm25s.BM25(k1=0.9, b=0.4)
+    retriever.index(bm25s.tokenize([corpus[d] for d in docids], stopwords="en", show_progress=False), show_progress=False)
+    qids = [q for q in queries if q in judged]
+    hits, _ = retriever.retrieve(bm25s.tokenize([queries[q] for q in qids], stopwords="en", show_progress=False), k=num_negatives + 10, show_progress=False)
+    examples = []
+    for qid, row in zip(qids, hits):
+        negatives = [corpus[docids[i]] for i in row if docids[i] not in judged[qid]][:num_negatives]
+        examples.append(RankingExample(queries[qid], _clean(corpus[d] for d in sorted(judged[qid]) if d in corpus), _clean(negatives), f"{name}-train"))
+    return [e for e in examples if e.positives]
+
+
+SOURCES: dict[str, Callable[[Path], list[RankingExample]]] = {
+    "squad": read_squad,
+    "msmarco-small": lambda root: read_jsonl_examples(root / "train" / "msmarco-small.jsonl.gz", "msmarco-small"),
+    "multihop-small": lambda root: read_jsonl_examples(root / "train" / "multihop-small.jsonl.gz", "multihop-small"),
+    "wikiqa": lambda root: read_jsonl_examples(root / "train" / "wikiqa.jsonl.gz", "wikiqa"),
+    "scifact-train": read_beir_train,
+    "dl21": read_trec_dl_train,
+}
+DEFAULT_SOURCES = tuple(SOURCES)
+
+
+def load_examples(sources: Iterable[str], root: Optional[Path] = None) -> list[RankingExample]:
+    """Examples of every named source, in source order; unknown or reporting names raise ValueError."""
+    root = root or data_dir()
+    examples: list[RankingExample] = []
+    for name in sources:
+        if name in REPORTING_SPLITS:
+            raise ValueError(f"{name!r} is a reporting split; training sources are {sorted(SOURCES)}")
+        if name not in SOURCES:
+            raise ValueError(f"unknown training source {name!r}; available: {sorted(SOURCES)}")
+        loaded = SOURCES[name](root)
+        logger.info("training source %s: %d queries", name, len(loaded))
+        examples.extend(loaded)
+    if not examples:
+        raise ValueError(f"no training examples in sources {list(sources)} under {root}")
+    return examples

@@ -1,0 +1,81 @@
+"""The BlockRank training objective (SPEC 1.5): next-token loss on the answer plus InfoNCE on layer-L* scores.
+
+The forward is the inference path itself (`forward.decoder_layer` over the packed block-sparse stream,
+tested equal to the dense reference), run through every layer so the answer tokens get logits, with the
+scores read at L* exactly as `BlockRank.score` reads them. Gradient checkpointing is non-reentrant, so the
+auxiliary loss's gradient reaches the layers below L* through the recomputed activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..attention import AttentionPlan
+from ..forward import decoder_layer, decoder_of, embed_stream, scoring_projections
+from ..scoring import document_scores, signal_attention
+
+
+@dataclass
+class TrainingOutputs:
+    """What the losses need from one forward."""
+
+    scores: torch.Tensor  # (N,) fp32 document scores at L*, summing to 1
+    answer_logits: torch.Tensor  # (A, V) logits predicting each completion token
+    answer_targets: torch.Tensor  # (A,) the completion token ids
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    total: torch.Tensor  # L_ntp + aux_weight * L_aux
+    next_token: torch.Tensor
+    contrastive: torch.Tensor
+
+
+def training_forward(model: Any, plan: AttentionPlan, scoring_layer: int, num_signal_tokens: int, *, backend: str = "torch", gradient_checkpointing: bool = False) -> TrainingOutputs:
+    """Every decoder layer over the stream; scores at L* and logits of the completion rows."""
+    layout = plan.layout
+    if layout.completion_length < 1:
+        raise ValueError("a training layout needs a completion (build_layout(..., completion=...))")
+    decoder = decoder_of(model)
+    hidden, cos, sin = embed_stream(decoder, layout)  # (T, C), (T, D), (T, D)
+    scores = None
+    for index, layer in enumerate(decoder.layers):
+        if index == scoring_layer:
+            queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
+            attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
+            scores = document_scores(attention, layout.document_rows()[1], layout.num_documents)  # (N,)
+        if gradient_checkpointing and torch.is_grad_enabled():
+            hidden = checkpoint(decoder_layer, layer, hidden, cos, sin, plan, backend, use_reentrant=False)
+        else:
+            hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
+    if scores is None:
+        raise ValueError(f"scoring_layer={scoring_layer} but the model has {len(decoder.layers)} layers")
+    start = layout.completion_start
+    predicting = decoder.norm(hidden[start - 1 : layout.num_tokens - 1])  # (A, C): row t predicts token t + 1
+    targets = layout.input_ids[start:].to(hidden.device)  # (A,)
+    return TrainingOutputs(scores=scores, answer_logits=model.lm_head(predicting), answer_targets=targets)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the completion tokens, in fp32. Shapes: (A, V), (A,) -> ()."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+def contrastive_loss(scores: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over one prompt's documents: -(logsumexp(S_pos / τ) - logsumexp(S_all / τ)). Shapes: (N,), (N,) -> ()."""
+    if not bool(positives.any()):
+        raise ValueError("a training prompt needs at least one positive document")
+    logits = scores.float() / temperature
+    return -(torch.logsumexp(logits[positives], dim=0) - torch.logsumexp(logits, dim=0))
+
+
+def blockrank_loss(outputs: TrainingOutputs, positives: torch.Tensor, *, aux_weight: float, temperature: float) -> LossTerms:
+    """L = L_ntp + λ · L_aux for one prompt."""
+    ntp = next_token_loss(outputs.answer_logits, outputs.answer_targets)
+    aux = contrastive_loss(outputs.scores, positives.to(outputs.scores.device), temperature)
+    return LossTerms(total=ntp + aux_weight * aux, next_token=ntp, contrastive=aux)
