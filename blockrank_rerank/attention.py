@@ -112,7 +112,7 @@ def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
     pieces.append(sdpa(q[:, start:], k, v, scale, plan.query_mask))
     destinations.append(torch.arange(start, layout.num_tokens, device=q.device))
     packed = torch.cat(pieces, dim=1)  # (H, T, D) in bucket order
-    return torch.zeros_like(q).index_copy(1, torch.cat(destinations), packed)
+    return packed.new_zeros(q.shape).index_copy(1, torch.cat(destinations), packed)  # autocast: packed may be narrower than q
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:

@@ -71,6 +71,8 @@ def attention_sublayer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin:
 def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
     """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
     hidden = attention_sublayer(layer, hidden, cos, sin, plan, backend)
+    if hidden.device.type != "cpu":  # chunking helps CPU caches; on accelerators it only adds launches
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
 
 

@@ -59,13 +59,17 @@ class BlockLayout:
         return rows, owner
 
     def allowed(self) -> torch.Tensor:
-        """Dense boolean attention mask, True where query i may attend key j. Shapes: (T, T). For tests only."""
-        q_idx = torch.arange(self.num_tokens)[:, None]
-        kv_idx = torch.arange(self.num_tokens)[None, :]
+        """Dense boolean attention mask, True where query i may attend key j. Shapes: (T, T). For tests and dense paths."""
+        return self.allowed_on("cpu")
+
+    def allowed_on(self, device: torch.device | str) -> torch.Tensor:
+        """`allowed()` built directly on `device`. Shapes: (T, T)."""
+        q_idx = torch.arange(self.num_tokens, device=device)[:, None]
+        kv_idx = torch.arange(self.num_tokens, device=device)[None, :]
         if self.causal_positions:
             return causal(q_idx, kv_idx)
-        q_block, kv_block = self.block_ids[:, None], self.block_ids[None, :]
-        return blockrank_allowed(q_block, kv_block, q_idx, kv_idx, self.num_documents)
+        blocks = self.block_ids.to(device)
+        return blockrank_allowed(blocks[:, None], blocks[None, :], q_idx, kv_idx, self.num_documents)
 
 
 def causal(q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ auxiliary loss's gradient reaches the layers below L* through the recomputed act
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..attention import AttentionPlan
 from ..forward import decoder_layer, decoder_of, embed_stream, scoring_projections
+from ..layout import BlockLayout
 from ..scoring import document_scores, signal_attention
 
 
@@ -59,6 +60,42 @@ def training_forward(model: Any, plan: AttentionPlan, scoring_layer: int, num_si
     predicting = decoder.norm(hidden[start - 1 : layout.num_tokens - 1])  # (A, C): row t predicts token t + 1
     targets = layout.input_ids[start:].to(hidden.device)  # (A,)
     return TrainingOutputs(scores=scores, answer_logits=model.lm_head(predicting), answer_targets=targets)
+
+
+def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_layer: int, num_signal_tokens: int) -> list[TrainingOutputs]:
+    """The model's own forward over a padded batch of prompts with an explicit float 4-D BlockRank mask.
+
+    This is the dense reference's computation (one flat sequence per prompt, explicit mask and position
+    ids) batched, for accelerators where a few large kernels beat many small ones: O(T^2) attention per
+    prompt, but one launch sequence for the whole batch. Padding is masked as key and as query (a padded
+    row attends only to itself, so no row is empty). Scores and logits equal `training_forward`'s.
+    """
+    decoder = decoder_of(model)
+    device = decoder.embed_tokens.weight.device
+    width = max(layout.num_tokens for layout in layouts)
+    input_ids = torch.zeros(len(layouts), width, dtype=torch.long, device=device)  # (B, T)
+    position_ids = torch.zeros_like(input_ids)  # (B, T)
+    allowed = torch.eye(width, dtype=torch.bool, device=device).repeat(len(layouts), 1, 1)  # (B, T, T)
+    for b, layout in enumerate(layouts):
+        n = layout.num_tokens
+        input_ids[b, :n] = layout.input_ids.to(device)
+        position_ids[b, :n] = layout.position_ids.to(device)
+        allowed[b, :n, :n] = layout.allowed_on(device)
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else decoder.embed_tokens.weight.dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # (B, 1, T, T)
+    out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, output_hidden_states=True, use_cache=False)
+    entering = out.hidden_states[scoring_layer]  # (B, T, C): input of layer L*
+    layer = decoder.layers[scoring_layer]
+    results = []
+    for b, layout in enumerate(layouts):
+        n, start = layout.num_tokens, layout.completion_start
+        cos, sin = decoder.rotary_emb(entering[b : b + 1, :n], position_ids[b : b + 1, :n])  # (1, n, D) each
+        queries, keys = scoring_projections(layer, entering[b, :n], cos[0], sin[0], layout, num_signal_tokens)
+        attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
+        scores = document_scores(attention, layout.document_rows()[1], layout.num_documents)  # (N,)
+        logits = model.lm_head(out.last_hidden_state[b, start - 1 : n - 1])  # (A, V); last_hidden_state is normed
+        results.append(TrainingOutputs(scores=scores, answer_logits=logits, answer_targets=input_ids[b, start:n]))
+    return results
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
