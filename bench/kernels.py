@@ -112,7 +112,9 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
         "triton": lambda: block_attention(q, k, v, row_start, prefix, scale),
         "torch": lambda: torch_attention(q, k, v, plan, scale),
     }
-    if not args.skip_dense:
+    if not args.skip_dense and tokens > args.dense_max_tokens:
+        result["notes"].append(f"sdpa-dense skipped: {tokens} tokens > --dense-max-tokens {args.dense_max_tokens}")
+    elif not args.skip_dense:
         rows = torch.arange(tokens, device=device)[:, None]  # (T, 1)
         keys = torch.arange(tokens, device=device)[None, :]  # (1, T)
         allowed = (keys <= rows) & ((keys < prefix) | (keys >= row_start[:, None]))  # (T, T) bool, built on the device
@@ -188,9 +190,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--signal-tokens", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--skip-dense", action="store_true", help="skip SDPA with the dense (T, T) mask")
     parser.add_argument("--skip-flex", action="store_true", help="skip FlexAttention")
+    parser.add_argument("--dense-max-tokens", type=int, default=8192, help="skip the dense-mask SDPA baseline above this many tokens")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU through the Triton interpreter; writes nothing")
     args = parser.parse_args(argv)
     args.dtype = "bfloat16"

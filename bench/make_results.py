@@ -19,10 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 REPORT = ROOT / "docs" / "results.md"
-METHOD_ORDER = ["first-stage", "blockrank", "icr", "full", "pointwise", "listwise", "biencoder"]
+METHOD_ORDER = ["first-stage", "blockrank", "blockrank-trained", "icr", "full", "pointwise", "listwise", "biencoder"]
 METHOD_NAMES = {
     "first-stage": "BM25 (first stage)",
-    "blockrank": "BlockRank attention (L*)",
+    "blockrank": "BlockRank attention (L*), untrained",
+    "blockrank-trained": "BlockRank attention (L*), trained (our LoRA)",
     "icr": "ICR zero-shot (all layers, N/A calibration)",
     "full": "full causal attention (L*)",
     "pointwise": "pointwise P(Yes), same LM",
@@ -30,6 +31,16 @@ METHOD_NAMES = {
     "biencoder": "bi-encoder all-MiniLM-L6-v2",
 }
 DATASET_NAMES = {"dl19": "TREC DL19 passage", "scifact-test": "BEIR SciFact test"}
+TRAINED_MODELS = ("embedded:smollm2-135m-blockrank",)  # BlockRank-trained checkpoints; any other model is the untrained base
+
+
+def row_method(summary: dict) -> str:
+    """The table row of a summary: its method, with BlockRank split by whether the model was BlockRank-trained.
+
+    Summaries written before the trained default existed record the model as "embedded default": the untrained base.
+    """
+    trained = summary.get("settings", {}).get("model") in TRAINED_MODELS
+    return "blockrank-trained" if summary["method"] == "blockrank" and trained else summary["method"]
 
 
 def load_summaries() -> list[dict]:
@@ -38,6 +49,7 @@ def load_summaries() -> list[dict]:
         data = json.loads(path.read_text())
         if "method" in data:
             data["file"] = path.name
+            data["method"] = row_method(data)
             summaries.append(data)
     return summaries
 
@@ -149,7 +161,8 @@ def main() -> None:
         "header lists the exact phases and environment used for the committed summaries).",
         "",
         f"Machine: {platform.machine()}, 2 CPU cores shared with other jobs, fp32, torch CPU. Model for every LM",
-        f"method: the embedded default SmolLM2-135M-Instruct ({layers} layers), untrained for BlockRank. Metrics by",
+        f"method: SmolLM2-135M-Instruct ({layers} layers), untrained for BlockRank, except the rows marked *trained*: the",
+        "same model with the BlockRank LoRA adapter shipped as the default (`docs/training.md`). Metrics by",
         "`ir-measures`: nDCG@10 on graded labels; MRR@10 and recall count grade >= 2 relevant on TREC DL and grade",
         ">= 1 on SciFact. Every method reranks the same BM25 candidates; the first row of each table is BM25 itself on",
         "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` and listed in each summary's `qids`.",

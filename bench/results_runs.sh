@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
-# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra
+# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
 # The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
 # results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
-# when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`.
+# when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
+# `results_runs.sh trained` (2 threads, beside other jobs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}
 SQ=${SCIFACT_QUERIES:-30}   # fixed random subset (seed 0) of the 300 SciFact test queries
 LQ=${LISTWISE_QUERIES:-10}  # fixed random subset (seed 0) for the slow listwise baseline
+TQ=${TRAINED_QUERIES:-20}   # fixed random subset (seed 0) of SciFact test for the trained-vs-untrained top-100 runs
 mkdir -p docs/results runs
 
 evaluate() {  # name, then eval arguments
@@ -58,8 +60,18 @@ phase_extra() {
   evaluate scifact-listwise-top20-q$LQ --dataset scifact --depth 20 --queries "$LQ" --method listwise
 }
 
+phase_trained() {  # the shipped BlockRank adapter against the untrained base (docs/training.md)
+  local T=embedded:smollm2-135m-blockrank U=embedded:smollm2-135m-instruct
+  evaluate dl19-trained-top100 --dataset dl19 --depth 100 --model $T
+  evaluate dl19-trained-top20 --dataset dl19 --depth 20 --model $T
+  evaluate scifact-trained-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --model $T
+  evaluate scifact-blockrank-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --model $U
+  evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
+  evaluate scifact-first-stage-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --method first-stage
+}
+
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"

@@ -98,7 +98,9 @@ def command_eval(args: argparse.Namespace) -> int:
     scorer = build_scorer(args.method, args.model, **overrides)
     import torch
 
-    settings = {"model": args.model or "embedded default", "method": args.method, "queries": args.queries, "seed": args.seed,
+    from .loading import EMBEDDED_DEFAULT
+
+    settings = {"model": args.model or EMBEDDED_DEFAULT, "method": args.method, "queries": args.queries, "seed": args.seed,
                 "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
@@ -141,7 +143,9 @@ def command_sweep_layers(args: argparse.Namespace) -> int:
 TRAIN_HELP = {
     "output_dir": "directory of the result, its log and its resumable checkpoint",
     "model": "base model: Hugging Face id, local path, or the embedded SmolLM2-135M-Instruct (default)",
-    "sources": "comma-separated training sources: " + ", ".join(["squad", "msmarco-small", "multihop-small", "wikiqa", "scifact-train", "dl21"]),
+    "sources": "comma-separated training sources: squad, msmarco-small, multihop-small, wikiqa, scifact-train, dl21, or jsonl:<path> "
+    "(one {\"query\", \"positives\", \"negatives\"} object a line)",
+    "forward": "packed (block-sparse, linear in N) or dense (padded batch, explicit mask; faster on a GPU for small models)",
     "lora_rank": "LoRA rank; 0 fine-tunes every weight",
     "aux_weight": "λ, weight of the InfoNCE loss on layer-L* scores",
     "temperature": "τ of the InfoNCE loss",

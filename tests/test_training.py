@@ -230,3 +230,10 @@ def test_cli_train_runs_end_to_end(tmp_path, tiny_lm_dir, capsys):
                  "--prompts-per-step", "1", "--num-candidates", "3", "--scoring-layer", "1", "--no-progress"])
     assert code == 0 and "wrote" in capsys.readouterr().out
     assert (output / "adapter_model.safetensors").is_file() and len((output / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_jsonl_source_of_your_own(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"query": "q", "positives": ["p"], "negatives": ["n1", "n2"]}) + "\n" + json.dumps({"query": "", "positives": ["p"]}) + "\n")
+    examples = load_examples([f"jsonl:{path}"])
+    assert examples == [RankingExample("q", ("p",), ("n1", "n2"), f"jsonl:{path}")]

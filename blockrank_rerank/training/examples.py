@@ -121,10 +121,15 @@ def load_examples(sources: Iterable[str], root: Optional[Path] = None) -> list[R
     root = root or data_dir()
     examples: list[RankingExample] = []
     for name in sources:
+        if name.startswith("jsonl:"):  # a file of your own: {"query", "positives": [...], "negatives": [...]} per line
+            loaded = read_jsonl_examples(Path(name[len("jsonl:") :]), name)
+            logger.info("training source %s: %d queries", name, len(loaded))
+            examples.extend(loaded)
+            continue
         if name in REPORTING_SPLITS:
             raise ValueError(f"{name!r} is a reporting split; training sources are {sorted(SOURCES)}")
         if name not in SOURCES:
-            raise ValueError(f"unknown training source {name!r}; available: {sorted(SOURCES)}")
+            raise ValueError(f"unknown training source {name!r}; available: {sorted(SOURCES)} or jsonl:<path>")
         loaded = SOURCES[name](root)
         logger.info("training source %s: %d queries", name, len(loaded))
         examples.extend(loaded)

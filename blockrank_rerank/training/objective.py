@@ -72,7 +72,7 @@ def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_la
     """
     decoder = decoder_of(model)
     device = decoder.embed_tokens.weight.device
-    width = max(layout.num_tokens for layout in layouts)
+    width = -(-max(layout.num_tokens for layout in layouts) // 64) * 64  # aligned, so SDPA uses the mask without copying it
     input_ids = torch.zeros(len(layouts), width, dtype=torch.long, device=device)  # (B, T)
     position_ids = torch.zeros_like(input_ids)  # (B, T)
     allowed = torch.eye(width, dtype=torch.bool, device=device).repeat(len(layouts), 1, 1)  # (B, T, T)

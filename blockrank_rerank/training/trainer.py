@@ -10,6 +10,7 @@ Output directory layout (`TrainConfig.output_dir`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -62,7 +63,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # optimizer steps; overrides epochs
     prompts_per_step: int = 4  # gradient accumulation: prompts per optimizer step
     max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = True  # non-reentrant, compatible with the auxiliary loss
+    gradient_checkpointing: bool = True  # non-reentrant, compatible with the auxiliary loss (packed forward only)
     dtype: str = "float32"  # "bfloat16": autocast on CUDA (weights stay fp32)
     device: str = "cpu"
     seed: int = 0
@@ -143,6 +144,15 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def dense_attention_kernels(device: torch.device) -> Any:
+    """On CUDA, only SDPA's memory-efficient kernel (masks, backward, O(T) memory); never the O(T^2) math fallback."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION])
+
+
 class TrainingPrompts(torch.utils.data.Dataset):
     """The prompt at each position of the run's order; its candidates depend only on (seed, position)."""
 
@@ -205,7 +215,7 @@ class Trainer:
     def losses(self, prompts: list[TrainingPrompt]) -> list[LossTerms]:
         """Loss terms of each prompt under the current weights (one padded batch with `forward="dense"`)."""
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16")
-        with autocast:
+        with autocast, dense_attention_kernels(self.device):
             if self.config.forward == "dense":
                 outputs = batched_dense_forward(self.inner, [p.layout for p in prompts], self.scoring_layer, self.config.num_signal_tokens)
             else:
