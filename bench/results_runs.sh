@@ -8,13 +8,14 @@
 # The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
 # results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
 # when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
-# `results_runs.sh trained` (2 threads, beside other jobs).
+# `results_runs.sh trained` (2 threads, beside other jobs), resuming per-query records that the same `blockrank eval`
+# commands wrote on a lent H100 (their "device" field says cuda; summaries count queries per device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}
 SQ=${SCIFACT_QUERIES:-30}   # fixed random subset (seed 0) of the 300 SciFact test queries
 LQ=${LISTWISE_QUERIES:-10}  # fixed random subset (seed 0) for the slow listwise baseline
-TQ=${TRAINED_QUERIES:-20}   # fixed random subset (seed 0) of SciFact test for the trained-vs-untrained top-100 runs
+TQ=${TRAINED_QUERIES:-20}   # the first TQ SciFact test query ids (sorted) for the trained-vs-untrained top-100 runs
 mkdir -p docs/results runs
 
 evaluate() {  # name, then eval arguments
@@ -64,10 +65,9 @@ phase_trained() {  # the shipped BlockRank adapter against the untrained base (d
   local T=embedded:smollm2-135m-blockrank U=embedded:smollm2-135m-instruct
   evaluate dl19-trained-top100 --dataset dl19 --depth 100 --model $T
   evaluate dl19-trained-top20 --dataset dl19 --depth 20 --model $T
-  evaluate scifact-trained-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --model $T
-  evaluate scifact-blockrank-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --model $U
+  evaluate scifact-trained-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
+  evaluate scifact-blockrank-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $U
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
-  evaluate scifact-first-stage-top100-q$TQ --dataset scifact --depth 100 --queries "$TQ" --method first-stage
 }
 
 phases=("$@")

@@ -91,7 +91,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from .evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
 
     run = load_dataset(args.dataset)
-    qids = args.qids.split(",") if args.qids else select_queries(run, args.queries, args.seed)
+    qids = args.qids.split(",") if args.qids else select_queries(run, args.queries, args.seed, first=args.first_queries)
     overrides = config_overrides(args)
     overrides.pop("scoring_mode", None)
     output = Path(args.output or f"runs/{args.dataset}-{args.method}-top{args.depth}")
@@ -101,6 +101,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from .loading import EMBEDDED_DEFAULT
 
     settings = {"model": args.model or EMBEDDED_DEFAULT, "method": args.method, "queries": args.queries, "seed": args.seed,
+                "subset": "first" if args.first_queries else "seeded",
                 "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser("eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage")
     evaluation.add_argument("--method", choices=["blockrank", "icr", "full", "pointwise", "listwise", "biencoder", "first-stage"], default="blockrank")
     evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
+    evaluation.add_argument("--first-queries", action="store_true", help="with --queries N: the first N query ids in sorted order, not a seeded sample")
     evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")
     add_eval_arguments(evaluation, "dl19", 100)
     add_model_arguments(evaluation)

@@ -9,7 +9,7 @@ from typing import Optional
 
 from .data import data_dir, load_trec_dl
 from .demo_corpus import DEMO_QUERIES
-from .metrics import evaluate, ranks_to_scores
+from .metrics import compute_metrics, ranks_to_scores
 from .reranker import BlockRank
 
 
@@ -42,7 +42,7 @@ def demo_dl19(ranker: BlockRank, num_queries: int, depth: int, shown: int) -> No
         reranked_run[qid] = {d.id: d.score for d in result}
         bm25_run[qid] = ranks_to_scores([c.docid for c in candidates])
     elapsed = time.perf_counter() - start
-    ours, bm25 = evaluate(reranked_run, run.qrels, 2), evaluate(bm25_run, run.qrels, 2)
+    ours, bm25 = compute_metrics(reranked_run, run.qrels, depth, 2), compute_metrics(bm25_run, run.qrels, depth, 2)
     print(
         f"\nTREC DL19, {len(qids)} queries, BM25 top-{depth} ({elapsed / len(qids):.1f} s per query)"
         f"\n  nDCG@10  BlockRank {ours['nDCG@10']:.4f}   BM25 {bm25['nDCG@10']:.4f}"

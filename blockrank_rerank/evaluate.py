@@ -14,14 +14,14 @@ import logging
 import random
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-import ir_measures
-from ir_measures import R, RR, nDCG
 from tqdm.auto import tqdm
 
 from .data import CandidateRun, load_beir, load_trec_dl
+from .metrics import compute_metrics, measures, order_to_scores, ranks_to_scores
 
 logger = logging.getLogger(__name__)
 
@@ -46,38 +46,16 @@ def load_dataset(name: str) -> CandidateRun:
     raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
 
 
-def select_queries(run: CandidateRun, num_queries: Optional[int] = None, seed: int = 0) -> list[str]:
-    """All query ids (sorted), or a fixed random subset of `num_queries` drawn with `seed` (then sorted)."""
+def select_queries(run: CandidateRun, num_queries: Optional[int] = None, seed: int = 0, first: bool = False) -> list[str]:
+    """All query ids (sorted), or `num_queries` of them: a random subset drawn with `seed`, or the first ones in sorted order."""
     qids = sorted(run.candidates)
     if num_queries is None or num_queries >= len(qids):
         return qids
     if num_queries < 1:
         raise ValueError(f"num_queries must be >= 1 or None, got {num_queries!r}")
+    if first:
+        return qids[:num_queries]
     return sorted(random.Random(seed).sample(qids, num_queries))
-
-
-def measures(depth: int, binary_threshold: int) -> list:
-    """nDCG@10 on graded labels; MRR@10, Recall@10 and Recall@depth with grade >= `binary_threshold`."""
-    chosen = [nDCG @ 10, RR(rel=binary_threshold) @ 10, R(rel=binary_threshold) @ 10]
-    if depth != 10:
-        chosen.append(R(rel=binary_threshold) @ depth)
-    return chosen
-
-
-def compute_metrics(
-    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], depth: int, binary_threshold: int
-) -> dict[str, float]:
-    """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0)."""
-    judged = {q: dict(qrels.get(q, {})) for q in run}
-    scored = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
-    values = ir_measures.calc_aggregate(measures(depth, binary_threshold), judged, scored)
-    return {str(m): float(v) for m, v in values.items()}
-
-
-def order_to_scores(docids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
-    """Rank-derived scores for `docids` sorted by `scores` (best first, ties kept in first-stage order)."""
-    order = sorted(range(len(docids)), key=lambda i: (-scores[i], i))
-    return {docids[i]: float(len(docids) - r) for r, i in enumerate(order)}
 
 
 def read_per_query(path: Path) -> dict[str, dict[str, Any]]:
@@ -144,7 +122,8 @@ def evaluate_scorer(
             seconds = time.perf_counter() - start
             if len(scores) != len(texts):
                 raise RuntimeError(f"{method} returned {len(scores)} scores for {len(texts)} documents (query {qid})")
-            record = {"qid": qid, "docids": [c.docid for c in candidates], "scores": [float(s) for s in scores], "seconds": seconds}
+            device = str(getattr(scorer, "device", "cpu"))
+            record = {"qid": qid, "docids": [c.docid for c in candidates], "scores": [float(s) for s in scores], "seconds": seconds, "device": device}
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             done[qid] = record
@@ -163,7 +142,7 @@ def summarise(
 ) -> dict[str, Any]:
     """Metrics of the reranked records and of the first stage on the same candidates; writes run.trec and summary.json."""
     reranked = {r["qid"]: order_to_scores(r["docids"], r["scores"]) for r in records}
-    first_stage = {r["qid"]: order_to_scores(r["docids"], [-i for i in range(len(r["docids"]))]) for r in records}
+    first_stage = {r["qid"]: ranks_to_scores(r["docids"]) for r in records}
     seconds = [float(r["seconds"]) for r in records]
     summary = {
         "method": method,
@@ -174,6 +153,7 @@ def summarise(
         "binary_threshold": binary_threshold,
         "metrics": compute_metrics(reranked, run.qrels, depth, binary_threshold),
         "first_stage_metrics": compute_metrics(first_stage, run.qrels, depth, binary_threshold),
+        "devices": dict(Counter(str(r.get("device", "cpu")) for r in records)),  # queries scored on each device
         "seconds_per_query": {
             "mean": statistics.fmean(seconds) if seconds else 0.0,
             "median": statistics.median(seconds) if seconds else 0.0,

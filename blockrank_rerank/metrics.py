@@ -1,26 +1,37 @@
-"""IR metrics through ir-measures: nDCG@10 on graded labels, MRR@10 and recall with a relevance threshold."""
+"""IR metrics through ir-measures, and the conversion of rankings to runs: one place for both."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import ir_measures
 from ir_measures import R, RR, nDCG
 
 
-def measures(binary_threshold: int = 1) -> list:
-    """nDCG@10 (graded), MRR@10 and Recall@100 counting grade >= `binary_threshold` as relevant."""
-    return [nDCG @ 10, RR(rel=binary_threshold) @ 10, R(rel=binary_threshold) @ 100]
+def measures(depth: int = 100, binary_threshold: int = 1) -> list:
+    """nDCG@10 on graded labels; MRR@10, Recall@10 and Recall@depth with grade >= `binary_threshold`."""
+    chosen = [nDCG @ 10, RR(rel=binary_threshold) @ 10, R(rel=binary_threshold) @ 10]
+    if depth != 10:
+        chosen.append(R(rel=binary_threshold) @ depth)
+    return chosen
 
 
-def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], binary_threshold: int = 1) -> dict[str, float]:
-    """Mean of each measure over the queries in `run` (qid -> docid -> score, higher is better)."""
+def compute_metrics(
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], depth: int = 100, binary_threshold: int = 1
+) -> dict[str, float]:
+    """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0)."""
     judged = {q: dict(qrels.get(q, {})) for q in run}
     scored = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
-    values = ir_measures.calc_aggregate(measures(binary_threshold), judged, scored)
+    values = ir_measures.calc_aggregate(measures(depth, binary_threshold), judged, scored)
     return {str(m): float(v) for m, v in values.items()}
 
 
-def ranks_to_scores(docids: list[str]) -> dict[str, float]:
+def order_to_scores(docids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """Rank-derived scores for `docids` sorted by `scores` (best first, ties kept in the given order)."""
+    order = sorted(range(len(docids)), key=lambda i: (-scores[i], i))
+    return {docids[i]: float(len(docids) - r) for r, i in enumerate(order)}
+
+
+def ranks_to_scores(docids: Sequence[str]) -> dict[str, float]:
     """Scores that reproduce a given order (first is best), so ties never reorder it."""
-    return {d: float(len(docids) - i) for i, d in enumerate(docids)}
+    return order_to_scores(docids, [-i for i in range(len(docids))])

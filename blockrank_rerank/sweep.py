@@ -55,7 +55,7 @@ def sweep_layers(
     show_progress_bar: bool = True,
 ) -> dict[str, Any]:
     """nDCG@10 (and MRR@10) per scoring layer over `qids`, beside the first stage; written to `output` as JSON."""
-    from .evaluate import compute_metrics, order_to_scores
+    from .metrics import compute_metrics, order_to_scores, ranks_to_scores
 
     layers = list(range(ranker.num_layers)) if layers is None else sorted(set(layers))
     per_layer: dict[int, dict[str, dict[str, float]]] = {layer: {} for layer in layers}
@@ -69,7 +69,7 @@ def sweep_layers(
         seconds.append(time.perf_counter() - start)
         for layer, values in scores.items():
             per_layer[layer][qid] = order_to_scores(docids, values.tolist())
-        first_stage[qid] = order_to_scores(docids, [-i for i in range(len(docids))])
+        first_stage[qid] = ranks_to_scores(docids)
     metrics = {layer: compute_metrics(run_, run.qrels, depth, binary_threshold) for layer, run_ in per_layer.items()}
     best = max(layers, key=lambda layer: (metrics[layer]["nDCG@10"], -layer))
     result = {

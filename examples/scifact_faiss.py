@@ -24,7 +24,7 @@ import numpy as np
 
 from blockrank_rerank.data import data_dir
 from blockrank_rerank.loading import cache_dir
-from blockrank_rerank.metrics import evaluate, ranks_to_scores
+from blockrank_rerank.metrics import compute_metrics, ranks_to_scores
 
 SMOKE_ENV = "BLOCKRANK_EXAMPLES_SMOKE"
 SMOKE_QUERIES, SMOKE_BM25_DEPTH = 3, 10
@@ -146,7 +146,7 @@ class FaissIndex:
 
 def ndcg10(rankings: dict[str, Sequence[str]], qrels: dict[str, dict[str, int]]) -> float:
     """Mean nDCG@10 of ranked docid lists (best first) over their queries, via ir-measures."""
-    return evaluate({q: ranks_to_scores(list(d)) for q, d in rankings.items()}, qrels)["nDCG@10"]
+    return compute_metrics({q: ranks_to_scores(list(d)) for q, d in rankings.items()}, qrels)["nDCG@10"]
 
 
 def _snippet(text: str, width: int = 70) -> str:

@@ -34,3 +34,26 @@ def test_real_model_matches_dense_reference(default_ranker, dl19):
     layout = default_ranker.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:6]])
     expected, _ = dense_reference(default_ranker.model, layout, default_ranker.scoring_layer, 2)
     torch.testing.assert_close(default_ranker.score_layout(layout), expected, atol=1e-4, rtol=0)
+
+
+def test_shipped_adapter_is_the_default_and_the_base_stays_selectable(default_ranker, dl19):
+    from blockrank_rerank import BlockRank
+    from blockrank_rerank.loading import EMBEDDED_BASE, EMBEDDED_TRAINED
+    from blockrank_rerank.metrics import compute_metrics, ranks_to_scores
+
+    assert default_ranker.name == EMBEDDED_TRAINED and default_ranker.scoring_layer == 19
+    base = BlockRank.from_pretrained(EMBEDDED_BASE)
+    trained_layers, base_layers = default_ranker.model.model.layers, base.model.model.layers
+    assert not torch.equal(trained_layers[0].self_attn.q_proj.weight, base_layers[0].self_attn.q_proj.weight)
+    assert torch.equal(trained_layers[25].mlp.up_proj.weight, base_layers[25].mlp.up_proj.weight)  # LoRA covers 0..L* only
+    qids = list(dl19.queries)[:5]
+    runs = {}
+    for name, ranker in (("trained", default_ranker), ("base", base)):
+        runs[name] = {}
+        for qid in qids:
+            candidates = dl19.candidates[qid][:20]
+            result = ranker.rerank(dl19.queries[qid], [{"id": c.docid, "text": c.text} for c in candidates])
+            runs[name][qid] = ranks_to_scores([d.id for d in result])
+    trained = compute_metrics(runs["trained"], dl19.qrels, 20, 2)["nDCG@10"]
+    untrained = compute_metrics(runs["base"], dl19.qrels, 20, 2)["nDCG@10"]
+    assert trained > untrained, f"trained nDCG@10 {trained:.3f} should beat the untrained base's {untrained:.3f}"
