@@ -5,7 +5,8 @@ Modes, all on the same prompt and the embedded default model, measured side by s
   (b) full causal attention, layers 0..L* only
   (c) full causal attention, every layer and the LM head (a plain forward)
 Each (mode, N) runs in a fresh subprocess so its peak resident memory is its own. Writes the "scaling"
-section of docs/benchmarks.md. Usage: python bench/scaling.py [--n 10 20 50 100 200 500] [--full-max-n 200]
+section of docs/benchmarks.md. Usage: python bench/scaling.py [--n 10 20 50 100 200 500] [--full-max-n 200];
+`--flops-only` writes the "scaling-flops" section (FLOP ratios, the bound on the speed-up) without timing.
 """
 
 from __future__ import annotations
@@ -64,6 +65,33 @@ def forward_flops(model_config, layout, layers: int, blockrank: bool) -> float:
     return layers * (linear_per_token * t + attention)
 
 
+def flop_bounds(ns: list[int]) -> str:
+    """The (c)/(a) and (b)/(a) FLOP ratios per N: the speed-ups (a) reaches if every mode runs at the same FLOP rate."""
+    from blockrank_rerank import BlockRank, BlockRankConfig
+
+    base = BlockRank.from_pretrained()
+    config = base.model.config
+    lines = [
+        "## FLOP bound of the speed-up (same prompts as the scaling table)",
+        "",
+        "`python bench/scaling.py --flops-only`: FLOPs of each mode from the token counts and the model's shapes",
+        "(projections, MLP, and the attention pairs each mode computes; `forward_flops`). When all modes run at the same",
+        "FLOP rate, the measured (c)/(a) time ratio equals the FLOP ratio, so this is what this model can reach.",
+        "",
+        "| N | tokens | (a) TFLOP | (b) TFLOP | (c) TFLOP | (c)/(a) FLOPs | (b)/(a) FLOPs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in ns:
+        query, docs = candidate_texts(n)
+        sparse = base.layout(query, docs)
+        full = BlockRank(base.model, base.tokenizer, BlockRankConfig(scoring_mode="full"), name=base.name).layout(query, docs)
+        a = forward_flops(config, sparse, base.scoring_layer, blockrank=True)
+        b = forward_flops(config, full, base.scoring_layer, blockrank=False)
+        c = forward_flops(config, full, base.num_layers, blockrank=False)
+        lines.append(f"| {n} | {sparse.num_tokens} | {a / 1e12:.2f} | {b / 1e12:.2f} | {c / 1e12:.2f} | {c / a:.2f}x | {b / a:.2f}x |")
+    return "\n".join(lines)
+
+
 def child(mode: str, n: int, repeats: int) -> dict:
     """Run one (mode, N) measurement in this process and return its figures."""
     from blockrank_rerank import BlockRank, BlockRankConfig
@@ -107,17 +135,18 @@ def report(results: list[dict], roofline_start: float, roofline_end: float) -> s
         "memory is resident-set growth during one call, in a fresh process per cell.",
         f"fp32 `torch.mm` rate measured in the same run: {roofline_start:.0f} GFLOP/s before, {roofline_end:.0f} GFLOP/s after.",
         "",
-        "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (b)/(a) | (a) MB | (b) MB | (c) MB | (a) GFLOP/s | (a) % of mm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (c)/(a) FLOPs | (b)/(a) | (a) MB | (b) MB | (c) MB | (a) GFLOP/s | (a) % of mm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cell = lambda m, n, k, f: f.format(by[(m, n)][k]) if (m, n) in by else "not run"  # noqa: E731
     for n in ns:
         a = by[("a", n)]
         ratio = lambda m: f"{by[(m, n)]['seconds'] / a['seconds']:.2f}x" if (m, n) in by else "not run"  # noqa: E731
+        flop_ratio = f"{by[('c', n)]['flops'] / a['flops']:.2f}x" if ("c", n) in by else "not run"
         rate = a["flops"] / a["seconds"] / 1e9
         lines.append(
             f"| {n} | {a['tokens']} | {cell('a', n, 'seconds', '{:.2f}')} | {cell('b', n, 'seconds', '{:.2f}')} | "
-            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {ratio('b')} | {cell('a', n, 'peak_mb', '{:.0f}')} | "
+            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {flop_ratio} | {ratio('b')} | {cell('a', n, 'peak_mb', '{:.0f}')} | "
             f"{cell('b', n, 'peak_mb', '{:.0f}')} | {cell('c', n, 'peak_mb', '{:.0f}')} | {rate:.0f} | {100 * rate / roofline:.0f}% |"
         )
     lines += ["", "Fit of latency against N (least squares):", ""]
@@ -140,8 +169,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[10, 20, 50, 100, 200, 500])
     parser.add_argument("--full-max-n", type=int, default=200, help="largest N for the full-attention modes (b), (c)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell for N <= 100 (1 above)")
+    parser.add_argument("--flops-only", action="store_true", help="write only the FLOP-bound section (no timing)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.flops_only:
+        text = flop_bounds(args.n)
+        write_section("scaling-flops", text)
+        print(text)
+        return
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.repeats)))
         return
