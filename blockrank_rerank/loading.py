@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -142,5 +143,7 @@ def load_lora_checkpoint(record: dict[str, Any], name: str, dtype: torch.dtype, 
     except ImportError as error:
         raise ImportError(f"{name} is a LoRA checkpoint and needs peft: pip install peft") from error
     base, tokenizer, _ = load_model_and_tokenizer(record["base_model"], torch.float32, "cpu", **from_pretrained_kwargs)
-    merged = PeftModel.from_pretrained(base, record["path"]).merge_and_unload()
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x; nothing for the user to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        merged = PeftModel.from_pretrained(base, record["path"]).merge_and_unload()
     return merged.to(device=device, dtype=dtype).eval(), tokenizer, name
