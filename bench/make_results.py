@@ -72,6 +72,12 @@ def metric_names(summary: dict) -> list[str]:
     return ndcg + rr + recall
 
 
+def devices_note(summary: dict) -> str:
+    """"" when every query ran on the CPU, else which devices scored how many queries (their times are not comparable)."""
+    devices = summary.get("devices", {"cpu": summary["num_queries"]})
+    return "" if set(devices) == {"cpu"} else " (" + ", ".join(f"{n} on {d}" for d, n in sorted(devices.items())) + ")"
+
+
 def table(rows: list[dict]) -> str:
     names = metric_names(rows[0])
     header = "| method | " + " | ".join(names) + " | s/query (mean) | s/query (median) |"
@@ -79,7 +85,7 @@ def table(rows: list[dict]) -> str:
     for s in rows:
         values = " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
         seconds = s["seconds_per_query"]
-        lines.append(f"| {METHOD_NAMES.get(s['method'], s['method'])} | {values} | {seconds['mean']:.2f} | {seconds['median']:.2f} |")
+        lines.append(f"| {METHOD_NAMES.get(s['method'], s['method'])} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} |")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import write_section  # noqa: E402
-from make_results import load_summaries  # noqa: E402
+from make_results import devices_note, load_summaries  # noqa: E402
 
 from blockrank_rerank.training.trainer import TrainConfig  # noqa: E402
 
@@ -92,7 +92,7 @@ def quality_tables(summaries: list[dict]) -> list[str]:
         for method in ("blockrank", "blockrank-trained"):
             if method in rows:
                 s = rows[method]
-                out.append(f"| {ROWS[method]} | " + " | ".join(f"{s['metrics'][n]:.4f}" for n in names) + f" | {s['seconds_per_query']['mean']:.2f} |")
+                out.append(f"| {ROWS[method]} | " + " | ".join(f"{s['metrics'][n]:.4f}" for n in names) + f" | {s['seconds_per_query']['mean']:.2f}{devices_note(s)} |")
             else:
                 out.append(f"| {ROWS[method]} | " + " | ".join("not run" for _ in names) + " | — |")
         trained = rows["blockrank-trained"]["metrics"]["nDCG@10"]

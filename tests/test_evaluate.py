@@ -56,6 +56,7 @@ def test_select_queries_is_a_fixed_sorted_subset():
     assert select_queries(run) == ["q1", "q2", "q3"]
     subset = select_queries(run, 2, seed=1)
     assert subset == sorted(subset) and len(subset) == 2 and subset == select_queries(run, 2, seed=1)
+    assert select_queries(run, 2, first=True) == ["q1", "q2"]
 
 
 class ReverseScorer:
@@ -90,6 +91,7 @@ def test_harness_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert lines[:3] == ["q1 Q0 c 1 3.000000 rev", "q1 Q0 b 2 2.000000 rev", "q1 Q0 a 3 1.000000 rev"]
     summary = json.loads((tmp_path / "fresh" / "summary.json").read_text())
     assert summary["num_queries"] == 3 and summary["depth"] == 3 and summary["seconds_per_query"]["mean"] >= 0
+    assert summary["devices"] == {"cpu": 3}
 
 
 @pytest.mark.slow
