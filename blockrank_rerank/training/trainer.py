@@ -11,6 +11,7 @@ Output directory layout (`TrainConfig.output_dir`):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -161,8 +162,9 @@ class TrainingPrompts(torch.utils.data.Dataset):
         self.pools = negative_pools(examples)
 
     def starting_at(self, start: int) -> "TrainingPrompts":
-        view = TrainingPrompts.__new__(TrainingPrompts)
-        view.__dict__.update(self.__dict__, start=start)
+        """The same prompts from position `start` on (for resuming)."""
+        view = copy.copy(self)
+        view.start = start
         return view
 
     def __len__(self) -> int:
