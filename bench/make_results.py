@@ -60,7 +60,8 @@ def setting_key(summary: dict) -> tuple:
 
 def setting_label(summary: dict, total: dict) -> str:
     n = summary["num_queries"]
-    subset = "all" if n == total.get(summary["dataset"], n) else "seeded subset of"
+    kind = "first (sorted ids)" if summary.get("settings", {}).get("subset") == "first" else "seeded subset of"
+    subset = "all" if n == total.get(summary["dataset"], n) else kind
     return f"{DATASET_NAMES.get(summary['dataset'], summary['dataset'])}, BM25 top-{summary['depth']}, {subset} {n} queries"
 
 
@@ -82,6 +83,9 @@ def table(rows: list[dict]) -> str:
     names = metric_names(rows[0])
     header = "| method | " + " | ".join(names) + " | s/query (mean) | s/query (median) |"
     lines = [header, "|" + "---|" * (len(names) + 3)]
+    if rows[0]["method"] != "first-stage":  # the first stage on these candidates, from the rerankers' own summary
+        bm25 = rows[0]["first_stage_metrics"]
+        lines.append(f"| {METHOD_NAMES['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | 0.00 | 0.00 |")
     for s in rows:
         values = " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
         seconds = s["seconds_per_query"]
@@ -111,7 +115,8 @@ def plot_latency(summaries: list[dict], path: Path) -> dict:
     points: dict[str, dict[int, float]] = defaultdict(dict)
     queries: dict[tuple, int] = {}
     for s in sorted(summaries, key=lambda s: s["num_queries"]):  # the run with the most queries wins
-        if s["dataset"] == "dl19" and s["method"] != "first-stage":
+        # The trained model costs exactly what the untrained one does (merged LoRA); its runs shared a loaded machine.
+        if s["dataset"] == "dl19" and s["method"] not in ("first-stage", "blockrank-trained"):
             points[s["method"]][s["depth"]] = s["seconds_per_query"]["mean"]
             queries[(s["method"], s["depth"])] = s["num_queries"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -171,7 +176,9 @@ def main() -> None:
         "same model with the BlockRank LoRA adapter shipped as the default (`docs/training.md`). Metrics by",
         "`ir-measures`: nDCG@10 on graded labels; MRR@10 and recall count grade >= 2 relevant on TREC DL and grade",
         ">= 1 on SciFact. Every method reranks the same BM25 candidates; the first row of each table is BM25 itself on",
-        "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` and listed in each summary's `qids`.",
+        "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` (or, where the heading says so, are the",
+        "first n query ids in sorted order: `--first-queries`) and listed in each summary's `qids`. Rows marked with",
+        "devices were partly scored on a lent H100 (the same `blockrank eval` command; `per_query.jsonl` records the device).",
         "Time per query is wall-clock on a shared machine (other jobs ran beside these, and to fit the session the",
         "seeded-subset runs and the DL19 bi-encoder top-100 run were launched with OMP_NUM_THREADS=1 next to a",
         "2-thread run), so treat it as indicative only; `bench/scaling.py` measures latency under controlled conditions.",
@@ -184,7 +191,9 @@ def main() -> None:
     plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) >= 2}, labels, ROOT / "docs" / "results_ndcg.png")
 
     points, queries = plot_latency(summaries, ROOT / "docs" / "results_latency.png")
-    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets):", ""]
+    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets). The trained",
+            "BlockRank model is left out: its LoRA is merged, so it runs exactly the untrained model's computation, and its runs",
+            "shared a heavily loaded machine (and partly a GPU), so their times say nothing about the method:", ""]
     depths = sorted({d for p in points.values() for d in p})
     out += ["| method | " + " | ".join(f"N={d}" for d in depths) + " |", "|" + "---|" * (len(depths) + 1)]
     for method in METHOD_ORDER:
