@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import write_section  # noqa: E402
-from make_results import devices_note, load_summaries  # noqa: E402
+from make_results import devices_note, load_summaries, metric_names  # noqa: E402
 
 from blockrank_rerank.training.trainer import TrainConfig  # noqa: E402
 
@@ -84,7 +84,7 @@ def quality_tables(summaries: list[dict]) -> list[str]:
         if "blockrank-trained" not in rows:
             continue
         any_row = rows["blockrank-trained"]
-        names = [n for n in any_row["metrics"] if n.startswith(("nDCG", "RR"))]
+        names = [n for n in metric_names(any_row) if n.startswith(("nDCG", "RR"))]
         out += [f"### {dataset}, BM25 top-{depth}, {len(qids)} queries", "",
                 "| model | " + " | ".join(names) + " | s/query |", "|" + "---|" * (len(names) + 2)]
         bm25 = any_row["first_stage_metrics"]
