@@ -79,5 +79,5 @@ def test_icr_mode_is_selectable_on_the_reranker(default_ranker):
     icr_scores = sorted(d.score for d in ranked)
     blockrank_scores = sorted(default_ranker.score("What is the capital of France?", docs))
     assert len(ranked) == 3 and all(torch.isfinite(torch.tensor(icr_scores)))
-    assert min(icr_scores) < 0 < max(icr_scores)  # calibrated mass, unlike BlockRank's shares in [0, 1]
+    assert abs(sum(icr_scores) - 1.0) > 0.05  # calibrated mass, unlike BlockRank's shares summing to 1
     assert abs(sum(blockrank_scores) - 1.0) < 1e-5

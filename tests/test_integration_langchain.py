@@ -21,6 +21,7 @@ from pydantic import ValidationError  # noqa: E402
 from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
 from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
 from blockrank_rerank.integrations.langchain import BlockRankRerank  # noqa: E402
+from blockrank_rerank.loading import model_settings  # noqa: E402
 
 QUERY = DEMO_QUERIES[0]["query"]
 TEXTS = DEMO_QUERIES[0]["documents"]
@@ -109,7 +110,7 @@ def test_lazy_shared_model_and_scoring_mode(default_ranker):
     assert lazy.ranker is None
     lazy.compress_documents(_documents()[:2], QUERY)
     assert lazy.ranker is default_ranker
-    assert BlockRankRerank(scoring_mode="icr", config={"max_block_tokens": 128})._config == BlockRankConfig(scoring_mode="icr", max_block_tokens=128)
+    assert BlockRankRerank(scoring_mode="icr", config={"max_block_tokens": 128})._config == BlockRankConfig(**model_settings(None), scoring_mode="icr", max_block_tokens=128)
 
 
 def test_icr_mode_reaches_the_core(default_ranker):

@@ -20,6 +20,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa
 from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
 from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
 from blockrank_rerank.integrations.llamaindex import BlockRankReranker  # noqa: E402
+from blockrank_rerank.loading import model_settings  # noqa: E402
 
 QUERY = DEMO_QUERIES[0]["query"]
 TEXTS = DEMO_QUERIES[0]["documents"]
@@ -93,7 +94,7 @@ def test_model_is_loaded_once_and_shared(default_ranker):
 
 def test_config_passthrough_and_validation(default_ranker):
     reranker = BlockRankReranker(scoring_mode="icr", config={"max_block_tokens": 128})
-    assert reranker._config == BlockRankConfig(scoring_mode="icr", max_block_tokens=128)
+    assert reranker._config == BlockRankConfig(**model_settings(None), scoring_mode="icr", max_block_tokens=128)
     with pytest.raises(ValueError, match="scoring_mode"):
         BlockRankReranker(scoring_mode="nope")
     with pytest.raises(TypeError):
