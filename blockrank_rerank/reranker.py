@@ -11,6 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import plan_attention, resolve_backend
+from .budget import ExecutionPlan, ModelShape, plan_execution
+from .chunked import chunked_scores
 from .config import KNOWN_CHECKPOINTS, BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
@@ -41,6 +43,7 @@ class BlockRank:
         self.scoring_layer = self.config.resolved_scoring_layer(self.num_layers)
         self.device = next(model.parameters()).device
         self.backend = resolve_backend(self.config.attention_backend, self.device)
+        self.shape = ModelShape.of(model)
         self._lock = threading.Lock()
 
     @classmethod
@@ -83,10 +86,28 @@ class BlockRank:
                 self.model, plan, self.scoring_layer, self.config.num_signal_tokens, self.backend, self.config.early_exit
             )
 
+    def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
+        """One shot or chunked for `layout` under `memory_budget_mb`; only "blockrank" scoring with early exit can chunk."""
+        if self.config.scoring_mode != "blockrank" or not self.config.early_exit:
+            return plan_execution(layout, self.shape, None)
+        return plan_execution(layout, self.shape, self.config.memory_budget_mb)
+
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1 (ICR: calibrated mass)."""
         if self.config.scoring_mode == "icr":
             return self.score_layout_icr(layout)
+        plan = self.execution_plan(layout)
+        if plan.chunked:
+            logger.info(
+                "%d tokens exceed memory_budget_mb=%s: chunks of %d document tokens%s",
+                layout.num_tokens, self.config.memory_budget_mb, plan.chunk_tokens, ", hidden states spilled to disk" if plan.spill else "",
+            )
+            with self._lock, torch.inference_mode():
+                scores = chunked_scores(
+                    self.model, layout, self.scoring_layer, self.config.num_signal_tokens, plan.chunk_tokens,
+                    spill=plan.spill, max_rows=self.config.batch_tokens,
+                ).cpu()
+            return self.checked(scores)
         state = self.scoring_state(layout)
         _, owner = layout.document_rows()
         if self.backend == "triton":  # fused readout: never forms the (H, S, Dtok) probabilities
@@ -97,6 +118,10 @@ class BlockRank:
         else:
             attention = signal_attention(state.signal_queries, state.document_keys, state.scale)  # (H, S, Dtok)
             scores = document_scores(attention, owner, layout.num_documents).cpu()
+        return self.checked(scores)
+
+    def checked(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""
         if not torch.isfinite(scores).all():
             raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
         return scores
@@ -107,10 +132,7 @@ class BlockRank:
         calibration = calibration_block(self.tokenizer, self.config.max_block_tokens)
         with self._lock, torch.inference_mode():
             tokens = icr_token_scores(self.model, plan, calibration, self.backend)
-        scores = calibrated_document_scores(tokens, layout.num_documents).cpu()
-        if not torch.isfinite(scores).all():
-            raise FloatingPointError(f"non-finite ICR scores from {self.name} in {self.config.dtype}; try dtype='float32'")
-        return scores
+        return self.checked(calibrated_document_scores(tokens, layout.num_documents).cpu())
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass."""
