@@ -16,7 +16,7 @@ from .chunked import chunked_scores
 from .config import KNOWN_CHECKPOINTS, BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
-from .inputs import DocumentInput, check_documents, check_query, check_top_k
+from .inputs import DocumentInput, check_documents, check_query, check_top_k, unique_contents
 from .layout import BlockLayout, build_layout
 from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer
 from .results import RankedList, rank_documents
@@ -135,19 +135,33 @@ class BlockRank:
         return self.checked(calibrated_document_scores(tokens, layout.num_documents).cpu())
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
-        """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass."""
-        query = check_query(query)
-        candidates = check_documents(documents)
-        if len(candidates.contents) <= 1:
-            return [1.0] * len(candidates.contents)
-        return self.score_layout(self.layout(query, candidates.contents)).tolist()
+        """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass.
+
+        Identical contents are put in the prompt once and every copy gets that document's score (then
+        renormalised so one call's shares still sum to 1).
+        """
+        return self.score_contents(check_query(query), check_documents(documents).contents)
+
+    def score_contents(self, query: str, contents: list[str]) -> list[float]:
+        """`score` for an already validated query and document contents."""
+        unique, inverse = unique_contents(contents)
+        if len(unique) < len(contents):
+            logger.info("%d duplicate documents scored once each", len(contents) - len(unique))
+        if len(unique) <= 1:
+            shares = torch.ones(len(unique))
+        else:
+            shares = self.score_layout(self.layout(query, unique))
+        scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
+        if len(unique) < len(contents) and self.config.scoring_mode != "icr":
+            scores = scores / scores.sum()
+        return scores.tolist()
 
     def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
         """Documents best-first with scores. Documents are str or mappings with "text" (and "title", "id", ...)."""
         top_k = check_top_k(top_k)
         query = check_query(query)
         candidates = check_documents(documents)
-        scores = self.score(query, documents) if candidates.contents else []
+        scores = self.score_contents(query, candidates.contents)
         return rank_documents(query, scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
 
     def rerank_batch(
