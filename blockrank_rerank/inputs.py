@@ -33,21 +33,21 @@ class Candidates:
 
 
 def clean_text(text: str, what: str) -> str:
-    """`text` with lone surrogates replaced by U+FFFD and the segment sentinel removed (each logged), stripped."""
+    """`text` with lone surrogates replaced by U+FFFD and the segment sentinel removed (each logged)."""
     if SURROGATES.search(text):
         logger.warning("%s holds invalid Unicode (lone surrogates); replaced with U+FFFD", what)
         text = SURROGATES.sub("\ufffd", text)
     if SENTINEL in text:
         logger.warning("%s contains the prompt's internal segment sentinel; removed", what)
         text = text.replace(SENTINEL, "")
-    return text.strip()
+    return text
 
 
 def check_query(query: Any) -> str:
     """The query, cleaned and stripped; TypeError for a non-string, ValueError for an empty one."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}")
-    query = clean_text(query, "the query")
+    query = clean_text(query, "the query").strip()
     if not query:
         raise ValueError("query must contain non-whitespace text, got an empty query")
     return query
@@ -64,7 +64,7 @@ def check_top_k(top_k: Any, name: str = "top_k") -> Optional[int]:
 
 def _content(document: DocumentInput, position: int) -> tuple[str, Any, Mapping[str, Any]]:
     if isinstance(document, str):
-        return clean_text(document, f"document {position}"), None, {}
+        return clean_text(document, f"document {position}").strip(), None, {}
     if isinstance(document, Mapping):
         key = next((k for k in TEXT_KEYS if k in document), None)
         if key is None:
@@ -74,7 +74,7 @@ def _content(document: DocumentInput, position: int) -> tuple[str, Any, Mapping[
             bad = text if not isinstance(text, str) else title
             raise TypeError(f"document {position}: '{key}' and 'title' must be str, got {type(bad).__name__}")
         extra = {k: v for k, v in document.items() if k not in (key, "title", "id")}
-        return clean_text(f"{title} {text}", f"document {position}"), document.get("id"), extra
+        return clean_text(f"{title} {text}", f"document {position}").strip(), document.get("id"), extra
     raise TypeError(f"document {position} must be a str or a mapping with 'text', got {type(document).__name__}")
 
 

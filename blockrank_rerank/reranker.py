@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import plan_attention, resolve_backend
-from .budget import ExecutionPlan, ModelShape, plan_execution
+from .budget import MB, ExecutionPlan, ModelShape, plan_execution
 from .chunked import chunked_scores
 from .config import KNOWN_CHECKPOINTS, BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
@@ -88,9 +88,16 @@ class BlockRank:
 
     def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
         """One shot or chunked for `layout` under `memory_budget_mb`; only "blockrank" scoring with early exit can chunk."""
-        if self.config.scoring_mode != "blockrank" or not self.config.early_exit:
-            return plan_execution(layout, self.shape, None)
-        return plan_execution(layout, self.shape, self.config.memory_budget_mb)
+        budget = self.config.memory_budget_mb
+        if self.config.scoring_mode == "blockrank" and self.config.early_exit:
+            return plan_execution(layout, self.shape, budget)
+        plan = plan_execution(layout, self.shape, None)
+        if budget is not None and plan.estimated_bytes > budget * MB:
+            logger.warning(
+                "scoring_mode=%r (early_exit=%s) cannot run chunked: ~%.0f MB for %d tokens exceeds memory_budget_mb=%s",
+                self.config.scoring_mode, self.config.early_exit, plan.estimated_bytes / MB, layout.num_tokens, budget,
+            )
+        return plan
 
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1 (ICR: calibrated mass)."""
@@ -128,6 +135,7 @@ class BlockRank:
 
     def score_layout_icr(self, layout: BlockLayout) -> torch.Tensor:
         """ICR scores (N,) of `layout`: every layer, real and "N/A" query blocks over shared documents (icr.py)."""
+        self.execution_plan(layout)  # logs when the call exceeds memory_budget_mb (ICR cannot chunk)
         plan = plan_attention(layout, self.config.batch_tokens, self.device)
         calibration = calibration_block(self.tokenizer, self.config.max_block_tokens)
         with self._lock, torch.inference_mode():

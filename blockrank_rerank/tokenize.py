@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from .inputs import clean_text
 from .prompt import build_segments
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,9 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
 
 
 def tokenize_prompt(tokenizer: Any, query: str, contents: list[str], max_block_tokens: int) -> TokenizedPrompt:
-    """Render and tokenise the prompt of `query` over document `contents` block by block."""
-    query = fit_query(tokenizer, query, max_block_tokens)
-    contents = [c[: max_block_tokens * MAX_CHARS_PER_TOKEN] for c in contents]
+    """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in `inputs`)."""
+    query = fit_query(tokenizer, clean_text(query, "the query"), max_block_tokens)
+    contents = [clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)]
     segments = build_segments(tokenizer, query, contents)
     encoded = _encode(tokenizer, [segments.prefix, *segments.documents, segments.query_block, segments.answer_opening])
     prefix, documents, body, opening = encoded[0], encoded[1:-2], encoded[-2], encoded[-1]
