@@ -1,13 +1,12 @@
 """Where the chunked path keeps the document hidden states of the current layer: in memory, or in a temporary file.
 
 Both stores hold a (rows, C) matrix in the compute dtype and are read and overwritten a row range at a
-time. `FileStore` keeps nothing resident: every read and write is a positioned system call on an unlinked
-temporary file, so its pages count towards the page cache, never towards the process's memory.
+time. `FileStore` keeps nothing resident: rows go through plain reads and writes of an unlinked temporary
+file (no memory map), so its pages count towards the page cache, never towards the process's memory.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import Optional, Protocol
 
@@ -53,21 +52,16 @@ class FileStore:
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Rows start..stop-1 (a copy on the store's device). Shapes: -> (stop - start, C)."""
         buffer = bytearray((stop - start) * self.row_bytes)
-        view, offset = memoryview(buffer), start * self.row_bytes
-        while view:
-            count = os.preadv(self._file.fileno(), [view], offset)
-            if count == 0:
-                raise OSError(f"short read from the hidden-state file at byte {offset}")
-            view, offset = view[count:], offset + count
+        self._file.seek(start * self.row_bytes)
+        if self._file.readinto(buffer) != len(buffer):
+            raise OSError(f"short read from the hidden-state file at row {start}")
         rows = torch.frombuffer(buffer, dtype=self.dtype).view(stop - start, self.width)  # (bytes,) -> (rows, C)
         return rows.to(self.device)
 
     def write(self, start: int, rows: torch.Tensor) -> None:
         raw = rows.detach().to("cpu", self.dtype).contiguous().view(torch.uint8).flatten().numpy()  # (rows, C) -> (rows * C * bytes,)
-        view, offset = memoryview(raw), start * self.row_bytes
-        while view:
-            count = os.pwrite(self._file.fileno(), view, offset)
-            view, offset = view[count:], offset + count
+        self._file.seek(start * self.row_bytes)
+        self._file.write(memoryview(raw))
 
     def close(self) -> None:
         self._file.close()
