@@ -193,10 +193,11 @@ class ChunkedScorer:
             keys = project(attn, x, "k_proj", "k_norm", cos, sin).float()  # (Hkv, Tc, D)
             keys = keys.repeat_interleave(heads // keys.shape[0], dim=0)  # (Hkv, Tc, D) -> (H, Tc, D)
             logits = (queries @ keys.transpose(1, 2)) * float(attn.scaling)  # (H, S, Tc)
-            owner = self.owner(chunk).expand(heads, count, -1)  # (H, S, Tc)
+            owner = self.owner(chunk)  # (Tc,)
             local = chunk.last - chunk.first
-            peak = torch.full((heads, count, local), float("-inf"), device=self.device).scatter_reduce(2, owner, logits, "amax")
-            total = torch.zeros(heads, count, local, device=self.device).scatter_add(2, owner, (logits - peak.gather(2, owner)).exp())
+            peak = torch.full((heads, count, local), float("-inf"), device=self.device)
+            peak = peak.scatter_reduce(2, owner.expand(heads, count, -1), logits, "amax")  # (H, S, Nc), order-free
+            total = torch.zeros(heads, count, local, device=self.device).index_add(2, owner, (logits - peak[:, :, owner]).exp())
             document_lse[:, :, chunk.first : chunk.last] = peak + total.log()  # (H, S, Nc)
         shares = (document_lse - document_lse.logsumexp(dim=-1, keepdim=True)).exp()  # (H, S, N), sums to 1 over N
         return shares.mean(dim=(0, 1))
