@@ -150,7 +150,7 @@ class ChunkedScorer:
         return mlp_sublayer(layer, hidden), k, v
 
     def scores(self, chunks: list[Chunk], store: HiddenStore) -> torch.Tensor:
-        """Scores (N,) in fp32, summing to 1; `store` must hold one row per document token."""
+        """Document scores in fp32, summing to 1; `store` must hold one row per document token. Shapes: -> (N,)."""
         layout, layers = self.layout, self.decoder.layers
         prefix, query_start = layout.prefix_length, layout.query_start
         for chunk in chunks:

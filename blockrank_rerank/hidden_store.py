@@ -34,6 +34,7 @@ class MemoryStore:
         return self.data[start:stop]
 
     def write(self, start: int, rows: torch.Tensor) -> None:
+        """Overwrite rows from `start` on. Shapes: rows (R, C)."""
         self.data[start : start + rows.shape[0]] = rows
 
     def close(self) -> None:
@@ -59,6 +60,7 @@ class FileStore:
         return rows.to(self.device)
 
     def write(self, start: int, rows: torch.Tensor) -> None:
+        """Overwrite rows from `start` on (copied to the CPU). Shapes: rows (R, C)."""
         raw = rows.detach().to("cpu", self.dtype).contiguous().view(torch.uint8).flatten().numpy()  # (rows, C) -> (rows * C * bytes,)
         self._file.seek(start * self.row_bytes)
         self._file.write(memoryview(raw))
