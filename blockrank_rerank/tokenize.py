@@ -46,6 +46,7 @@ def _frame_lengths(tokenizer: Any, query: str) -> tuple[int, int]:
 
 def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
     """`query`, shortened by whole tokens until the prefix and the query block each fit `max_block_tokens`."""
+    precut = len(query) > max_block_tokens * MAX_CHARS_PER_TOKEN
     query = query[: max_block_tokens * MAX_CHARS_PER_TOKEN]
     longest = max(_frame_lengths(tokenizer, query))
     if longest <= max_block_tokens:
@@ -62,7 +63,7 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
         shortened = tokenizer.decode(query_ids[:keep], skip_special_tokens=True).strip()
         if max(_frame_lengths(tokenizer, shortened)) <= max_block_tokens:
             warnings.warn(
-                f"query too long for max_block_tokens={max_block_tokens}: cut to its first {keep} tokens",
+                f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {keep} tokens to fit max_block_tokens={max_block_tokens}",
                 stacklevel=3,
             )
             return shortened
