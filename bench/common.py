@@ -59,6 +59,36 @@ class PeakRSS:
         return self.peak - self.start
 
 
+class HighWaterRSS:
+    """Exact peak resident memory of a block: the kernel's high-water mark (VmHWM), reset on entry.
+
+    Falls back to sampling (`PeakRSS`) where /proc/self/clear_refs cannot be written.
+    """
+
+    def __enter__(self) -> "HighWaterRSS":
+        self._sampler = None
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            self._sampler = PeakRSS().__enter__()
+        self.start = rss_bytes()
+        self.peak = self.start
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is not None:
+            self._sampler.__exit__(*exc)
+            self.peak = self._sampler.peak
+            return
+        with open("/proc/self/status") as f:
+            self.peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+    @property
+    def peak_above_start(self) -> int:
+        return self.peak - self.start
+
+
 def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -56,26 +56,33 @@ def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9
     return buckets
 
 
+def plan_buckets(
+    starts: tuple[int, ...], lengths: tuple[int, ...], prefix_length: int, max_rows: int = 8192, device: torch.device | str = "cpu"
+) -> tuple[DocumentBucket, ...]:
+    """Length buckets of the documents at stream indices `starts`, each attending `prefix_length` prefix keys first."""
+    buckets = []
+    for members in bucket_documents(lengths, max_rows):
+        longest = lengths[members[0]]
+        offsets = torch.arange(longest)
+        member_starts = torch.tensor([starts[k] for k in members])
+        member_lengths = torch.tensor([lengths[k] for k in members])
+        valid = offsets[None, :] < member_lengths[:, None]  # (G, L)
+        index = torch.where(valid, member_starts[:, None] + offsets[None, :], member_starts[:, None])  # (G, L)
+        own = torch.ones(longest, longest, dtype=torch.bool).tril()[None] & valid[:, None, :]  # (G, L, L)
+        sees_prefix = torch.ones(len(members), longest, prefix_length, dtype=torch.bool)  # (G, L, P)
+        mask = torch.cat([sees_prefix, own], dim=2)[:, None]  # (G, 1, L, P + L)
+        buckets.append(DocumentBucket(index.to(device), valid.to(device), mask.to(device)))
+    return tuple(buckets)
+
+
 def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.device | str = "cpu") -> AttentionPlan:
     """Precompute document buckets and the query block's mask for `layout`."""
     if layout.causal_positions:
         return AttentionPlan(layout=layout)
-    prefix = layout.prefix_length
-    buckets = []
-    for members in bucket_documents(layout.document_lengths, max_rows):
-        longest = layout.document_lengths[members[0]]
-        offsets = torch.arange(longest)
-        starts = torch.tensor([layout.document_starts[k] for k in members])
-        lengths = torch.tensor([layout.document_lengths[k] for k in members])
-        valid = offsets[None, :] < lengths[:, None]  # (G, L)
-        index = torch.where(valid, starts[:, None] + offsets[None, :], starts[:, None])  # (G, L)
-        own = torch.ones(longest, longest, dtype=torch.bool).tril()[None] & valid[:, None, :]  # (G, L, L)
-        sees_prefix = torch.ones(len(members), longest, prefix, dtype=torch.bool)  # (G, L, P)
-        mask = torch.cat([sees_prefix, own], dim=2)[:, None]  # (G, 1, L, P + L)
-        buckets.append(DocumentBucket(index.to(device), valid.to(device), mask.to(device)))
+    buckets = plan_buckets(layout.document_starts, layout.document_lengths, layout.prefix_length, max_rows, device)
     query_rows = torch.arange(layout.query_start, layout.num_tokens)[:, None]
     query_mask = torch.arange(layout.num_tokens)[None, :] <= query_rows  # (Lq, T): all earlier blocks + causal
-    return AttentionPlan(layout=layout, buckets=tuple(buckets), query_mask=query_mask.to(device))
+    return AttentionPlan(layout=layout, buckets=buckets, query_mask=query_mask.to(device))
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -88,6 +95,24 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: 
     return out[0]
 
 
+def bucket_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor, bucket: DocumentBucket, scale: float
+) -> torch.Tensor:
+    """Attention of one bucket's documents over the prefix and themselves (causal).
+
+    Shapes: q (H, T, D), k/v (Hkv, T, D) indexed by `bucket.index`, k_prefix/v_prefix (Hkv, P, D) -> (H, rows, D),
+    the bucket's valid rows in row-major (document, offset) order.
+    """
+    group = bucket.index.shape[0]
+    q_docs = q[:, bucket.index].transpose(0, 1)  # (H, G, L, D) -> (G, H, L, D)
+    k_docs = k[:, bucket.index].transpose(0, 1)  # (G, Hkv, L, D)
+    v_docs = v[:, bucket.index].transpose(0, 1)  # (G, Hkv, L, D)
+    keys = torch.cat([k_prefix[None].expand(group, -1, -1, -1), k_docs], dim=2)  # (G, Hkv, P + L, D)
+    values = torch.cat([v_prefix[None].expand(group, -1, -1, -1), v_docs], dim=2)  # (G, Hkv, P + L, D)
+    out = F.scaled_dot_product_attention(q_docs, keys, values, attn_mask=bucket.mask, scale=scale, enable_gqa=True)
+    return out.transpose(0, 1)[:, bucket.valid]  # (G, H, L, D) -> (H, G, L, D) -> (H, rows, D)
+
+
 def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
     """Block-sparse attention from per-block SDPA calls. Shapes: q (H, T, D), k/v (Hkv, T, D) -> (H, T, D)."""
     layout = plan.layout
@@ -97,16 +122,7 @@ def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
     pieces = [sdpa(q[:, :prefix], k[:, :prefix], v[:, :prefix], scale)]
     destinations = [torch.arange(prefix, device=q.device)]
     for bucket in plan.buckets:
-        group = bucket.index.shape[0]
-        q_docs = q[:, bucket.index].transpose(0, 1)  # (H, G, L, D) -> (G, H, L, D)
-        k_docs = k[:, bucket.index].transpose(0, 1)  # (G, Hkv, L, D)
-        v_docs = v[:, bucket.index].transpose(0, 1)  # (G, Hkv, L, D)
-        k_prefix = k[None, :, :prefix].expand(group, -1, -1, -1)  # (G, Hkv, P, D)
-        v_prefix = v[None, :, :prefix].expand(group, -1, -1, -1)  # (G, Hkv, P, D)
-        keys = torch.cat([k_prefix, k_docs], dim=2)  # (G, Hkv, P + L, D)
-        values = torch.cat([v_prefix, v_docs], dim=2)  # (G, Hkv, P + L, D)
-        out = F.scaled_dot_product_attention(q_docs, keys, values, attn_mask=bucket.mask, scale=scale, enable_gqa=True)
-        pieces.append(out.transpose(0, 1)[:, bucket.valid])  # (G, H, L, D) -> (H, G, L, D) -> (H, rows, D)
+        pieces.append(bucket_attention(q, k, v, k[:, :prefix], v[:, :prefix], bucket, scale))
         destinations.append(bucket.index[bucket.valid])
     start = layout.query_start
     pieces.append(sdpa(q[:, start:], k, v, scale, plan.query_mask))

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,10 +27,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scoring-mode", choices=["blockrank", "full", "icr"], default=None, help="block-sparse (default), full causal attention, or zero-shot ICR")
     group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    group.add_argument("--memory-budget-mb", type=float, default=None, help="activation memory per call; above it scoring runs chunked (default 2048)")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ["scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "scoring_mode", "dtype", "device"]
+    names = ["scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "scoring_mode", "dtype", "device", "memory_budget_mb"]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -64,13 +66,23 @@ def open_text(path: str) -> TextIO:
         return io.StringIO(raw.decode("utf-8", errors="replace"))
 
 
+def argument_text(value: str, name: str) -> str:
+    """A command-line argument as text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD, with a warning."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        warnings.warn(f"{name}: not valid UTF-8; undecodable bytes replaced with U+FFFD", stacklevel=2)
+        return os.fsencode(value).decode("utf-8", errors="replace")
+    return value
+
+
 def command_rerank(args: argparse.Namespace) -> int:
     from .reranker import BlockRank
 
     fmt = args.format or ("tsv" if str(args.input).endswith((".tsv", ".txt")) else "jsonl")
     documents = read_documents(open_text(args.input), fmt)
     ranker = BlockRank.from_pretrained(args.model, **config_overrides(args))
-    result = ranker.rerank(args.query, documents, top_k=args.top_k)
+    result = ranker.rerank(argument_text(args.query, "--query"), documents, top_k=args.top_k)
     for item in result.to_dicts():
         if not args.with_text:
             item.pop("text")
@@ -241,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
         print(f"blockrank: error: {error}", file=sys.stderr)
         return 2
 

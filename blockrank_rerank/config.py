@@ -48,6 +48,7 @@ class BlockRankConfig:
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
     device: str = "cpu"  # torch device string
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)
+    memory_budget_mb: Optional[float] = 2048  # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly; None: always one shot
 
     def __post_init__(self) -> None:
         if self.scoring_layer is not None and (not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
@@ -66,6 +67,9 @@ class BlockRankConfig:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
             raise ValueError(f"batch_tokens must be an int >= 1, got {self.batch_tokens!r}")
+        budget = self.memory_budget_mb
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+            raise ValueError(f"memory_budget_mb must be None or a number > 0, got {budget!r}")
         torch.device(self.device)  # raises RuntimeError naming a malformed device string
 
     @property

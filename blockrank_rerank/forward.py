@@ -56,24 +56,40 @@ def project(attn: Any, x: torch.Tensor, projection: str, norm: str, cos: torch.T
     return apply_rope(heads.transpose(0, 1), cos, sin)  # (heads, T, D)
 
 
+def project_values(attn: Any, x: torch.Tensor) -> torch.Tensor:
+    """Value heads (no RoPE). Shapes: x (T, C) -> (Hkv, T, D)."""
+    return attn.v_proj(x).view(x.shape[0], -1, attn.head_dim).transpose(0, 1)  # (T, Hkv * D) -> (Hkv, T, D)
+
+
+def project_qkv(attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries and keys with RoPE, and values. Shapes: x (T, C) -> (H, T, D), (Hkv, T, D), (Hkv, T, D)."""
+    return project(attn, x, "q_proj", "q_norm", cos, sin), project(attn, x, "k_proj", "k_norm", cos, sin), project_values(attn, x)
+
+
+def output_projection(attn: Any, out: torch.Tensor) -> torch.Tensor:
+    """Heads merged and projected back to the residual stream. Shapes: out (H, T, D) -> (T, C)."""
+    return attn.o_proj(out.transpose(0, 1).reshape(out.shape[1], -1))  # (H, T, D) -> (T, H * D)
+
+
+def mlp_sublayer(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Residual MLP step, on chunks of MLP_CHUNK_TOKENS tokens on CPU. Shapes: hidden (T, C) -> (T, C)."""
+    if hidden.device.type != "cpu":  # chunking helps CPU caches; on accelerators it only adds launches
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
+
+
 def attention_sublayer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
     """Residual attention step of one decoder layer. Shapes: hidden (T, C) -> (T, C)."""
     attn = layer.self_attn
     x = layer.input_layernorm(hidden)
-    q = project(attn, x, "q_proj", "q_norm", cos, sin)  # (H, T, D)
-    k = project(attn, x, "k_proj", "k_norm", cos, sin)  # (Hkv, T, D)
-    v = attn.v_proj(x).view(x.shape[0], -1, attn.head_dim).transpose(0, 1)  # (T, Hkv * D) -> (Hkv, T, D)
+    q, k, v = project_qkv(attn, x, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
     out = ATTENTION_FUNCTIONS[backend](q, k, v, plan, attn.scaling)  # (H, T, D)
-    out = out.transpose(0, 1).reshape(x.shape[0], -1)  # (H, T, D) -> (T, H * D)
-    return hidden + attn.o_proj(out)
+    return hidden + output_projection(attn, out)
 
 
 def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
     """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
-    hidden = attention_sublayer(layer, hidden, cos, sin, plan, backend)
-    if hidden.device.type != "cpu":  # chunking helps CPU caches; on accelerators it only adds launches
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
+    return mlp_sublayer(layer, attention_sublayer(layer, hidden, cos, sin, plan, backend))
 
 
 def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,10 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import plan_attention, resolve_backend
+from .budget import MB, ExecutionPlan, ModelShape, plan_execution
+from .chunked import chunked_scores
 from .config import BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
-from .inputs import DocumentInput, check_documents, check_query, check_top_k
+from .inputs import DocumentInput, check_documents, check_query, check_top_k, unique_contents
 from .layout import BlockLayout, build_layout
 from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer, model_settings
 from .results import RankedList, rank_documents
@@ -28,7 +30,7 @@ class BlockRank:
     """Ranks candidate documents for a query by the attention a causal LM pays them at layer L*.
 
     Example:
-        >>> ranker = BlockRank.from_pretrained()          # embedded SmolLM2-135M-Instruct, offline
+        >>> ranker = BlockRank.from_pretrained()          # embedded SmolLM2-135M + BlockRank adapter, offline
         >>> ranker.rerank("what is a cat", ["Cats are felines.", "Stocks fell."], top_k=1)[0].index
     """
 
@@ -41,6 +43,7 @@ class BlockRank:
         self.scoring_layer = self.config.resolved_scoring_layer(self.num_layers)
         self.device = next(model.parameters()).device
         self.backend = resolve_backend(self.config.attention_backend, self.device)
+        self.shape = ModelShape.of(model)
         self._lock = threading.Lock()
 
     @classmethod
@@ -83,10 +86,35 @@ class BlockRank:
                 self.model, plan, self.scoring_layer, self.config.num_signal_tokens, self.backend, self.config.early_exit
             )
 
+    def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
+        """One shot or chunked for `layout` under `memory_budget_mb`; only "blockrank" scoring with early exit can chunk."""
+        budget = self.config.memory_budget_mb
+        if self.config.scoring_mode == "blockrank" and self.config.early_exit:
+            return plan_execution(layout, self.shape, budget)
+        plan = plan_execution(layout, self.shape, None)
+        if budget is not None and plan.estimated_bytes > budget * MB:
+            logger.warning(
+                "scoring_mode=%r (early_exit=%s) cannot run chunked: ~%.0f MB for %d tokens exceeds memory_budget_mb=%s",
+                self.config.scoring_mode, self.config.early_exit, plan.estimated_bytes / MB, layout.num_tokens, budget,
+            )
+        return plan
+
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout`, in input order, fp32, summing to 1 (ICR: calibrated mass)."""
         if self.config.scoring_mode == "icr":
             return self.score_layout_icr(layout)
+        plan = self.execution_plan(layout)
+        if plan.chunked:
+            logger.info(
+                "%d tokens exceed memory_budget_mb=%s: chunks of %d document tokens%s",
+                layout.num_tokens, self.config.memory_budget_mb, plan.chunk_tokens, ", hidden states spilled to disk" if plan.spill else "",
+            )
+            with self._lock, torch.inference_mode():
+                scores = chunked_scores(
+                    self.model, layout, self.scoring_layer, self.config.num_signal_tokens, plan.chunk_tokens,
+                    spill=plan.spill, max_rows=self.config.batch_tokens,
+                ).cpu()
+            return self.checked(scores)
         state = self.scoring_state(layout)
         _, owner = layout.document_rows()
         if self.backend == "triton":  # fused readout: never forms the (H, S, Dtok) probabilities
@@ -97,35 +125,51 @@ class BlockRank:
         else:
             attention = signal_attention(state.signal_queries, state.document_keys, state.scale)  # (H, S, Dtok)
             scores = document_scores(attention, owner, layout.num_documents).cpu()
+        return self.checked(scores)
+
+    def checked(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""
         if not torch.isfinite(scores).all():
             raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
         return scores
 
     def score_layout_icr(self, layout: BlockLayout) -> torch.Tensor:
         """ICR scores (N,) of `layout`: every layer, real and "N/A" query blocks over shared documents (icr.py)."""
+        self.execution_plan(layout)  # logs when the call exceeds memory_budget_mb (ICR cannot chunk)
         plan = plan_attention(layout, self.config.batch_tokens, self.device)
         calibration = calibration_block(self.tokenizer, self.config.max_block_tokens)
         with self._lock, torch.inference_mode():
             tokens = icr_token_scores(self.model, plan, calibration, self.backend)
-        scores = calibrated_document_scores(tokens, layout.num_documents).cpu()
-        if not torch.isfinite(scores).all():
-            raise FloatingPointError(f"non-finite ICR scores from {self.name} in {self.config.dtype}; try dtype='float32'")
-        return scores
+        return self.checked(calibrated_document_scores(tokens, layout.num_documents).cpu())
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
-        """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass."""
-        query = check_query(query)
-        candidates = check_documents(documents)
-        if len(candidates.contents) <= 1:
-            return [1.0] * len(candidates.contents)
-        return self.score_layout(self.layout(query, candidates.contents)).tolist()
+        """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass.
+
+        Identical contents are put in the prompt once and every copy gets that document's score (then
+        renormalised so one call's shares still sum to 1).
+        """
+        return self.score_contents(check_query(query), check_documents(documents).contents)
+
+    def score_contents(self, query: str, contents: list[str]) -> list[float]:
+        """`score` for an already validated query and document contents."""
+        unique, inverse = unique_contents(contents)
+        if len(unique) < len(contents):
+            logger.info("%d duplicate documents scored once each", len(contents) - len(unique))
+        if len(unique) <= 1:
+            shares = torch.ones(len(unique))
+        else:
+            shares = self.score_layout(self.layout(query, unique))
+        scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
+        if len(unique) < len(contents) and self.config.scoring_mode != "icr":
+            scores = scores / scores.sum()
+        return scores.tolist()
 
     def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
         """Documents best-first with scores. Documents are str or mappings with "text" (and "title", "id", ...)."""
         top_k = check_top_k(top_k)
         query = check_query(query)
         candidates = check_documents(documents)
-        scores = self.score(query, documents) if candidates.contents else []
+        scores = self.score_contents(query, candidates.contents)
         return rank_documents(query, scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
 
     def rerank_batch(

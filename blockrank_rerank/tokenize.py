@@ -11,9 +11,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from .inputs import clean_text
 from .prompt import build_segments
 
 logger = logging.getLogger(__name__)
+MAX_CHARS_PER_TOKEN = 64  # texts longer than max_block_tokens * this are cut before tokenising: the kept tokens never reach the cut
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ def _frame_lengths(tokenizer: Any, query: str) -> tuple[int, int]:
 
 def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
     """`query`, shortened by whole tokens until the prefix and the query block each fit `max_block_tokens`."""
+    precut = len(query) > max_block_tokens * MAX_CHARS_PER_TOKEN
+    query = query[: max_block_tokens * MAX_CHARS_PER_TOKEN]
     longest = max(_frame_lengths(tokenizer, query))
     if longest <= max_block_tokens:
         return query
@@ -59,7 +63,7 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
         shortened = tokenizer.decode(query_ids[:keep], skip_special_tokens=True).strip()
         if max(_frame_lengths(tokenizer, shortened)) <= max_block_tokens:
             warnings.warn(
-                f"query of {len(query_ids)} tokens cut to {keep} tokens to fit max_block_tokens={max_block_tokens}",
+                f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {keep} tokens to fit max_block_tokens={max_block_tokens}",
                 stacklevel=3,
             )
             return shortened
@@ -68,8 +72,9 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
 
 
 def tokenize_prompt(tokenizer: Any, query: str, contents: list[str], max_block_tokens: int) -> TokenizedPrompt:
-    """Render and tokenise the prompt of `query` over document `contents` block by block."""
-    query = fit_query(tokenizer, query, max_block_tokens)
+    """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in `inputs`)."""
+    query = fit_query(tokenizer, clean_text(query, "the query"), max_block_tokens)
+    contents = [clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)]
     segments = build_segments(tokenizer, query, contents)
     encoded = _encode(tokenizer, [segments.prefix, *segments.documents, segments.query_block, segments.answer_opening])
     prefix, documents, body, opening = encoded[0], encoded[1:-2], encoded[-2], encoded[-1]

@@ -9,6 +9,7 @@ classes only from trusted modules, so load a serialised pipeline with
 `HAYSTACK_DESERIALIZATION_ALLOWLIST=blockrank_rerank`.
 """
 
+import asyncio
 import dataclasses
 from typing import Any, Dict, List, Optional
 
@@ -97,6 +98,11 @@ class BlockRankRanker:
             return {"documents": []}
         ranked = self._get_ranker().rerank(query, [self._content(d) for d in documents], top_k=top_k)
         return {"documents": [dataclasses.replace(documents[d.index], score=float(d.score)) for d in ranked]}
+
+    @component.output_types(documents=List[Document])
+    async def run_async(self, query: str, documents: List[Document], top_k: Optional[int] = None) -> Dict[str, List[Document]]:
+        """`run` in a worker thread, so the forward pass never blocks the event loop (the model runs one call at a time)."""
+        return await asyncio.to_thread(self.run, query, documents, top_k)
 
 
 __all__ = ["BlockRankRanker"]

@@ -57,3 +57,15 @@ def test_shipped_adapter_is_the_default_and_the_base_stays_selectable(default_ra
     trained = compute_metrics(runs["trained"], dl19.qrels, 20, 2)["nDCG@10"]
     untrained = compute_metrics(runs["base"], dl19.qrels, 20, 2)["nDCG@10"]
     assert trained > untrained, f"trained nDCG@10 {trained:.3f} should beat the untrained base's {untrained:.3f}"
+
+
+def test_chunked_matches_one_shot_on_the_real_model(default_ranker, dl19):
+    """Exact chunking on real text: 50 BM25 passages in chunks of at most 1,200 tokens, against the one-shot path."""
+    from blockrank_rerank.chunked import chunked_scores
+
+    qid = list(dl19.queries)[2]
+    layout = default_ranker.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:50]])
+    with torch.inference_mode():
+        got = chunked_scores(default_ranker.model, layout, default_ranker.scoring_layer, 2, 1200)
+    expected = default_ranker.score_layout(layout)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -58,9 +58,13 @@ def test_long_documents_warn_once_and_are_scored(default_ranker):
     assert len(result) == 3
 
 
-def test_duplicates_are_each_scored(default_ranker):
+def test_duplicates_are_each_scored_and_equal(default_ranker):
     result = default_ranker.rerank("cats", ["Cats purr.", "Cats purr.", "Stocks fell."])
     assert len(result) == 3 and abs(sum(d.score for d in result) - 1) < 1e-5
+    scores = result.scores_by_index()
+    assert scores[0] == scores[1]
+    order = [d.index for d in result]
+    assert order.index(0) == order.index(1) - 1, "equal scores tie-break by input order"
 
 
 def test_rerank_batch_matches_single_calls(default_ranker):
