@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,27 @@ def require_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs the shared data directory: {path} not found (set BLOCKRANK_DATA_DIR)")
     return path
+
+
+async def gather_beside_ticker(calls) -> tuple[list, int, float]:
+    """Run the coroutines concurrently beside a 5 ms ticker; the ticks show whether the event loop stayed free."""
+    ticks, done = 0, asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    start = time.perf_counter()
+    results = await asyncio.gather(*calls)
+    elapsed = time.perf_counter() - start
+    done.set()
+    await task
+    return results, ticks, elapsed
+
+
+def assert_event_loop_was_free(ticks: int, elapsed: float) -> None:
+    """A forward run on the event loop starves the 5 ms ticker for the whole call; in a worker thread it keeps ticking."""
+    assert ticks >= max(3, int(elapsed / 0.005 * 0.2)), (ticks, elapsed)

@@ -15,6 +15,7 @@ import torch
 
 from blockrank_rerank import BlockRank, reranker as reranker_module
 from blockrank_rerank.demo_corpus import DEMO_QUERIES
+from conftest import assert_event_loop_was_free, gather_beside_ticker
 
 THREADS = 8
 REQUESTS = [(q["query"], q["documents"][: 2 + i % 3]) for i, q in enumerate(DEMO_QUERIES * THREADS)][:THREADS]
@@ -83,29 +84,6 @@ def test_scores_are_bit_identical_across_processes(default_ranker):
     assert _scores_in_a_fresh_process() == here
 
 
-async def _gather_with_ticker(calls) -> tuple[list, int, float]:
-    """Run the coroutines concurrently beside a 5 ms ticker; the ticks show whether the event loop stayed free."""
-    ticks, done = 0, asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.005)
-
-    task = asyncio.create_task(ticker())
-    start = time.perf_counter()
-    results = await asyncio.gather(*calls)
-    elapsed = time.perf_counter() - start
-    done.set()
-    await task
-    return results, ticks, elapsed
-
-
-def _assert_loop_was_free(ticks: int, elapsed: float) -> None:
-    assert ticks >= max(3, int(elapsed / 0.005 * 0.2)), (ticks, elapsed)
-
-
 def test_langchain_async_calls_in_parallel(default_ranker, forward_watch):
     pytest.importorskip("langchain_core")
     from langchain_core.documents import Document
@@ -115,10 +93,10 @@ def test_langchain_async_calls_in_parallel(default_ranker, forward_watch):
     compressor = BlockRankRerank(ranker=default_ranker, top_n=None)
     batches = [[Document(page_content=t, id=f"{i}-{k}") for k, t in enumerate(docs)] for i, (_, docs) in enumerate(REQUESTS[:THREADS])]
     expected = [[(d.id, d.metadata["relevance_score"]) for d in compressor.compress_documents(b, q)] for b, (q, _) in zip(batches, REQUESTS)]
-    results, ticks, elapsed = asyncio.run(_gather_with_ticker([compressor.acompress_documents(b, q) for b, (q, _) in zip(batches, REQUESTS)]))
+    results, ticks, elapsed = asyncio.run(gather_beside_ticker([compressor.acompress_documents(b, q) for b, (q, _) in zip(batches, REQUESTS)]))
     assert [[(d.id, d.metadata["relevance_score"]) for d in r] for r in results] == expected
     assert forward_watch["most"] == 1
-    _assert_loop_was_free(ticks, elapsed)
+    assert_event_loop_was_free(ticks, elapsed)
 
 
 def test_haystack_run_async_in_parallel(default_ranker, forward_watch):
@@ -130,10 +108,10 @@ def test_haystack_run_async_in_parallel(default_ranker, forward_watch):
     ranker = BlockRankRanker(ranker=default_ranker, top_k=None)
     batches = [[Document(id=f"{i}-{k}", content=t) for k, t in enumerate(docs)] for i, (_, docs) in enumerate(REQUESTS[:THREADS])]
     expected = [[(d.id, d.score) for d in ranker.run(q, b)["documents"]] for b, (q, _) in zip(batches, REQUESTS)]
-    results, ticks, elapsed = asyncio.run(_gather_with_ticker([ranker.run_async(q, b) for b, (q, _) in zip(batches, REQUESTS)]))
+    results, ticks, elapsed = asyncio.run(gather_beside_ticker([ranker.run_async(q, b) for b, (q, _) in zip(batches, REQUESTS)]))
     assert [[(d.id, d.score) for d in r["documents"]] for r in results] == expected
     assert forward_watch["most"] == 1
-    _assert_loop_was_free(ticks, elapsed)
+    assert_event_loop_was_free(ticks, elapsed)
 
 
 def test_llamaindex_async_calls_in_parallel(default_ranker, forward_watch):
@@ -146,7 +124,7 @@ def test_llamaindex_async_calls_in_parallel(default_ranker, forward_watch):
     batches = [[NodeWithScore(node=TextNode(text=t, id_=f"{i}-{k}")) for k, t in enumerate(docs)] for i, (_, docs) in enumerate(REQUESTS[:THREADS])]
     expected = [[(n.node.node_id, n.score) for n in reranker.postprocess_nodes(b, query_str=q)] for b, (q, _) in zip(batches, REQUESTS)]
     calls = [reranker.apostprocess_nodes(b, query_str=q) for b, (q, _) in zip(batches, REQUESTS)]
-    results, ticks, elapsed = asyncio.run(_gather_with_ticker(calls))
+    results, ticks, elapsed = asyncio.run(gather_beside_ticker(calls))
     assert [[(n.node.node_id, n.score) for n in r] for r in results] == expected
     assert forward_watch["most"] == 1
-    _assert_loop_was_free(ticks, elapsed)
+    assert_event_loop_was_free(ticks, elapsed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
 from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
 from blockrank_rerank.integrations.langchain import BlockRankRerank  # noqa: E402
 from blockrank_rerank.loading import model_settings  # noqa: E402
+from conftest import assert_event_loop_was_free, gather_beside_ticker  # noqa: E402
 
 QUERY = DEMO_QUERIES[0]["query"]
 TEXTS = DEMO_QUERIES[0]["documents"]
@@ -56,28 +56,10 @@ def test_async_matches_sync_and_leaves_the_event_loop_free(default_ranker, base_
     retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base_retriever)
     sync_ids = [d.id for d in retriever.invoke(QUERY)]
 
-    async def scenario() -> tuple[list, int, float]:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        task = asyncio.create_task(ticker())
-        start = time.perf_counter()
-        out = await retriever.ainvoke(QUERY)
-        elapsed = time.perf_counter() - start
-        done.set()
-        await task
-        return out, ticks, elapsed
-
-    out, ticks, elapsed = asyncio.run(scenario())
+    results, ticks, elapsed = asyncio.run(gather_beside_ticker([retriever.ainvoke(QUERY)]))
+    out = results[0]
     assert [d.id for d in out] == sync_ids
-    # A forward run on the event loop would starve the ticker for the whole call; in a worker thread it keeps ticking.
-    assert ticks >= max(3, int(elapsed / 0.005 * 0.2)), (ticks, elapsed)
+    assert_event_loop_was_free(ticks, elapsed)
 
 
 def test_top_n_ids_and_inputs_untouched(default_ranker):
