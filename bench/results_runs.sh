@@ -68,6 +68,7 @@ phase_trained() {  # the shipped BlockRank adapter against the untrained base (d
   evaluate scifact-trained-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
   evaluate scifact-blockrank-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $U
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
+  evaluate scifact-icr-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --method icr --model $U
 }
 
 phases=("$@")
