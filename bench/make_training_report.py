@@ -128,6 +128,8 @@ def main() -> None:
         f"- Run: {training['steps_done']} optimizer steps x {training['prompts_per_step']} prompts = {training['prompts_seen']:,} prompts "
         f"({training['prompts_seen'] / training['examples']:.2f} epoch), {training['seconds']:.0f} s on `{training['device']}` "
         f"(torch {training['torch']}, {training['forward']} forward, {training['dtype']}); stopped because {stop}.",
+        f"- Rate: {training['prompts_seen'] / training['seconds']:.1f} prompts/s; one full epoch of the {training['examples']:,} queries "
+        f"would take ~{training['examples'] * training['seconds'] / training['prompts_seen'] / 60:.0f} min at this rate.",
         f"- λ = {training['aux_weight']}, τ = {training['temperature']}, lr {training['learning_rate']} (warm-up {training['warmup_steps']} steps, "
         "cosine to 10%), AdamW, seed " + str(training["seed"]) + ".",
         "",

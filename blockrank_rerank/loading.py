@@ -103,18 +103,13 @@ def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
     return record
 
 
-def checkpoint_settings(name_or_path: Optional[str]) -> dict[str, Any]:
-    """BlockRankConfig fields a checkpoint was trained with (scoring layer, signal tokens, query offset)."""
-    record = checkpoint_record(name_or_path)
-    return dict(record.get("settings", {})) if record else {}
-
-
 def model_settings(name_or_path: Optional[str]) -> dict[str, Any]:
     """BlockRankConfig fields that are facts about a model: a released checkpoint's, or a trained checkpoint's own."""
     from .config import KNOWN_CHECKPOINTS
 
     name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
-    return {**KNOWN_CHECKPOINTS.get(name, {}), **checkpoint_settings(name)}
+    record = checkpoint_record(name)
+    return {**KNOWN_CHECKPOINTS.get(name, {}), **(record.get("settings", {}) if record else {})}
 
 
 def load_model_and_tokenizer(

@@ -217,9 +217,10 @@ class Trainer:
     def losses(self, prompts: list[TrainingPrompt]) -> list[LossTerms]:
         """Loss terms of each prompt under the current weights (one padded batch with `forward="dense"`)."""
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16")
-        with autocast, dense_attention_kernels(self.device):
+        with autocast:
             if self.config.forward == "dense":
-                outputs = batched_dense_forward(self.inner, [p.layout for p in prompts], self.scoring_layer, self.config.num_signal_tokens)
+                with dense_attention_kernels(self.device):
+                    outputs = batched_dense_forward(self.inner, [p.layout for p in prompts], self.scoring_layer, self.config.num_signal_tokens)
             else:
                 outputs = [
                     training_forward(
