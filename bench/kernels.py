@@ -76,8 +76,17 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     return statistics.median(times)
 
 
-def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], float]:
-    """FlexAttention over the same rule: the callable and the seconds its BlockMask took to build."""
+def dense_sdpa_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+    """SDPA with the dense (T, T) boolean mask of the same rule, built on the device (not timed)."""
+    tokens = q.shape[1]
+    rows = torch.arange(tokens, device=device)[:, None]  # (T, 1)
+    keys = torch.arange(tokens, device=device)[None, :]  # (1, T)
+    allowed = (keys <= rows) & ((keys < prefix) | (keys >= row_start[:, None]))  # (T, T) bool
+    return lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True)[0], None
+
+
+def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+    """FlexAttention over the same rule: the callable, and a note of the seconds its BlockMask took to build."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     def mask_mod(b, h, q_idx, kv_idx):
@@ -85,16 +94,21 @@ def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callab
 
     tokens = q.shape[1]
     began = time.perf_counter()
-    block_mask = torch.compile(create_block_mask)(mask_mod, None, None, tokens, tokens, device=device)
+    block_mask = create_block_mask(mask_mod, None, None, tokens, tokens, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     build = time.perf_counter() - began
     compiled = torch.compile(flex_attention)
-    return lambda: compiled(q[None], k[None], v[None], block_mask=block_mask, scale=scale, enable_gqa=True)[0], build
+    fn = lambda: compiled(q[None], k[None], v[None], block_mask=block_mask, scale=scale, enable_gqa=True)[0]  # noqa: E731
+    return fn, f"flex BlockMask build {build:.3f} s (not in its time; the first call also compiles)"
 
 
 def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    """Times and errors of every method for N documents."""
+    """Times and errors of every method for N documents, printed as each one finishes.
+
+    Baselines are built one at a time, cheapest first, so a slow one (a FlexAttention compile, a dense mask)
+    cannot hold back the figures of the others; a baseline that fails is reported in the notes.
+    """
     layout = synthetic_layout(n, args.prefix_tokens, args.doc_tokens, args.query_tokens)
     tokens, heads, kv_heads, head_dim = layout.num_tokens, args.heads, args.kv_heads, args.head_dim
     g = torch.Generator().manual_seed(n)
@@ -108,34 +122,31 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
     result = {"n": n, "tokens": tokens, "flops": flops, "seconds": {}, "error": {}, "notes": []}
 
     reference = torch_attention(q, k, v, plan, scale).float()
-    methods: dict[str, Callable[[], torch.Tensor]] = {
-        "triton": lambda: block_attention(q, k, v, row_start, prefix, scale),
-        "torch": lambda: torch_attention(q, k, v, plan, scale),
+    builders: dict[str, Callable[[], tuple[Callable[[], torch.Tensor], Optional[str]]]] = {
+        "triton": lambda: (lambda: block_attention(q, k, v, row_start, prefix, scale), None),
+        "torch": lambda: (lambda: torch_attention(q, k, v, plan, scale), None),
     }
     if not args.skip_dense and tokens > args.dense_max_tokens:
         result["notes"].append(f"sdpa-dense skipped: {tokens} tokens > --dense-max-tokens {args.dense_max_tokens}")
     elif not args.skip_dense:
-        rows = torch.arange(tokens, device=device)[:, None]  # (T, 1)
-        keys = torch.arange(tokens, device=device)[None, :]  # (1, T)
-        allowed = (keys <= rows) & ((keys < prefix) | (keys >= row_start[:, None]))  # (T, T) bool, built on the device
-        del rows, keys
-        methods["sdpa-dense"] = lambda: F.scaled_dot_product_attention(
-            q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True
-        )[0]
+        builders["sdpa-dense"] = lambda: dense_sdpa_fn(q, k, v, row_start, prefix, scale, device)
     if not args.skip_flex:
+        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, prefix, scale, device)
+    for name, build in builders.items():
+        began = time.perf_counter()
         try:
-            methods["flex"], build = flex_attention_fn(q, k, v, row_start, prefix, scale, device)
-            result["notes"].append(f"flex BlockMask build {build:.3f} s (not in its time)")
-        except Exception as error:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
-            result["notes"].append(f"flex unavailable: {type(error).__name__}: {error}".splitlines()[0][:200])
-    for name, fn in methods.items():
-        try:
+            fn, note = build()
+            if note:
+                result["notes"].append(note)
             result["error"][name] = float((fn().float() - reference).abs().max())
             result["seconds"][name] = timed(fn, device, args.repeats)
-        except torch.cuda.OutOfMemoryError:
-            result["notes"].append(f"{name}: out of memory")
-            torch.cuda.empty_cache()
-    methods.clear()  # frees the dense mask before the readout runs
+            print(f"N = {n} {name}: {1e3 * result['seconds'][name]:.3f} ms (setup and runs {time.perf_counter() - began:.1f} s)", flush=True)
+        except Exception as error:  # noqa: BLE001 - a method that cannot run is reported, not fatal
+            result["notes"].append(f"{name} failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+            print(f"N = {n} {name}: failed ({type(error).__name__})", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        fn = None  # frees a dense mask before the next method
 
     rows, owner = layout.document_rows()
     signal = torch.arange(tokens - args.signal_tokens, tokens)
@@ -211,10 +222,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     results = []
     for n in args.n:
         results.append(measure(n, args, device, torch.bfloat16))
-        print(f"N = {n} done", flush=True)
-    body = report(results, args, torch.cuda.get_device_name(device))
+        body = report(results, args, torch.cuda.get_device_name(device))
+        write_section("kernels", body)  # after every N, so a run cut short still publishes what it measured
     print(body)
-    write_section("kernels", body)
 
 
 if __name__ == "__main__":

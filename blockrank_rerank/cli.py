@@ -19,11 +19,11 @@ from .config import BlockRankConfig
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and configure the model; every one maps to a BlockRankConfig field."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=None, help="Hugging Face id or local path (default: embedded SmolLM2-135M-Instruct)")
+    group.add_argument("--model", default=None, help="Hugging Face id, local path or embedded:<name> (default: embedded:smollm2-135m-blockrank, the shipped BlockRank SmolLM2-135M)")
     group.add_argument("--scoring-layer", type=int, default=None, help="L*, 0-based layer whose attention is read")
     group.add_argument("--num-signal-tokens", type=int, default=None, help="last query-block tokens read (default 2)")
-    group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default 16384)")
-    group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default 384)")
+    group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default: the model's own, else 16384)")
+    group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default: the model's own, else 384)")
     group.add_argument("--scoring-mode", choices=["blockrank", "full", "icr"], default=None, help="block-sparse (default), full causal attention, or zero-shot ICR")
     group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
@@ -117,6 +117,8 @@ def command_eval(args: argparse.Namespace) -> int:
                 "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
+    if hasattr(scorer, "config"):  # the resolved block settings, the model's own unless overridden
+        settings.update(max_block_tokens=scorer.config.max_block_tokens, query_position_offset=scorer.config.query_position_offset)
     threshold = BINARY_THRESHOLDS[args.dataset] if args.binary_threshold is None else args.binary_threshold
     summary = evaluate_scorer(
         scorer, run, output, method=args.method, depth=args.depth, qids=qids, binary_threshold=threshold,

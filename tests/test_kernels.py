@@ -263,3 +263,23 @@ def test_explicit_backend_that_cannot_run_fails(monkeypatch):
     assert resolve_backend("triton", torch.device("cpu")) == "triton"
     with pytest.raises(ValueError, match="unknown attention backend"):
         resolve_backend("flash", torch.device("cpu"))
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU check of the GPU benchmark script")
+def test_kernel_benchmark_script_smoke(capsys, monkeypatch):
+    """`bench/kernels.py --smoke` measures every method on tiny shapes and reports small errors (no GPU needed)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "kernels.py"
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setattr(sys, "argv", [str(path), "--smoke"])
+    spec.loader.exec_module(module)
+    module.main(["--smoke", "--skip-flex"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 3 |")]
+    assert [line.split("|")[3].strip() for line in table] == ["triton", "torch", "sdpa-dense", "fused readout", "torch readout"]
+    assert all(float(line.split("|")[-2]) <= TOLERANCE for line in table)

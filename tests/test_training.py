@@ -192,6 +192,7 @@ def test_checkpoint_loads_into_blockrank_and_resume_matches_uninterrupted(tmp_pa
     assert record["kind"] == "lora" and record["settings"]["scoring_layer"] == 2 and record["training"]["steps_done"] == 2
     ranker = BlockRank.from_pretrained(str(straight.output))
     assert ranker.scoring_layer == 2
+    assert ranker.config.max_block_tokens == straight.config.max_block_tokens  # inference reads blocks as trained
     docs = ["Cats eat meat and fish.", "The stock market fell.", "Paris is in France."]
     straight.model.eval()
     merged = BlockRank(straight.model.merge_and_unload(), straight.tokenizer, BlockRankConfig(scoring_layer=2))

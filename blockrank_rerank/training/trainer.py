@@ -342,7 +342,7 @@ class Trainer:
             "kind": "lora" if self.config.lora_rank > 0 else "full",
             "base_model": self.config.model if self.config.lora_rank > 0 else None,
             "settings": {"scoring_layer": self.scoring_layer, "num_signal_tokens": self.config.num_signal_tokens,
-                         "query_position_offset": self.config.query_position_offset},
+                         "query_position_offset": self.config.query_position_offset, "max_block_tokens": self.config.max_block_tokens},
             "training": {**dataclasses.asdict(self.config), "steps_done": self.step, "total_steps": self.total_steps,
                          "prompts_seen": self.step * self.config.prompts_per_step, "examples": len(self.examples),
                          "seconds": round(self.seconds, 1), "device": str(self.device), "torch": torch.__version__},
