@@ -43,6 +43,26 @@ def row_method(summary: dict) -> str:
     return "blockrank-trained" if summary["method"] == "blockrank" and trained else summary["method"]
 
 
+LM_METHODS = ("blockrank", "blockrank-trained", "icr", "full")
+
+
+def block_settings(summary: dict, short: bool = False) -> str:
+    """How an attention-scored row read its prompt: the block cap and where the query block sits ("" otherwise)."""
+    if summary["method"] not in LM_METHODS:
+        return ""
+    settings = summary.get("settings", {})
+    blocks, offset = settings.get("max_block_tokens"), settings.get("query_position_offset")
+    if short:
+        return f"b{blocks} q@{'P+b' if offset is None else offset}"
+    return f"blocks ≤ {blocks}, query {'right after the longest block' if offset is None else f'at {offset}'}"
+
+
+def row_name(summary: dict) -> str:
+    name = METHOD_NAMES.get(summary["method"], summary["method"])
+    note = block_settings(summary)
+    return f"{name}; {note}" if note else name
+
+
 def load_summaries() -> list[dict]:
     summaries = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -89,7 +109,7 @@ def table(rows: list[dict]) -> str:
     for s in rows:
         values = " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
         seconds = s["seconds_per_query"]
-        lines.append(f"| {METHOD_NAMES.get(s['method'], s['method'])} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} |")
+        lines.append(f"| {row_name(s)} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} |")
     return "\n".join(lines)
 
 
@@ -101,7 +121,7 @@ def plot_ndcg(groups: dict, labels: dict, path: Path) -> None:
     for ax, key in zip(axes[0], keys):
         rows = groups[key]
         ax.bar(range(len(rows)), [s["metrics"]["nDCG@10"] for s in rows], color=[f"C{METHOD_ORDER.index(s['method'])}" for s in rows])
-        ax.set_xticks(range(len(rows)), [s["method"] for s in rows], rotation=40, ha="right")
+        ax.set_xticks(range(len(rows)), [f"{s['method']} {block_settings(s, short=True)}".strip() for s in rows], rotation=40, ha="right", fontsize=7)
         ax.set_title(labels[key], fontsize=8, wrap=True)
         ax.set_ylabel("nDCG@10")
         ax.axhline(rows[0]["first_stage_metrics"]["nDCG@10"], color="grey", linestyle="--", linewidth=1)
@@ -157,7 +177,7 @@ def main() -> None:
     for s in summaries:
         groups[setting_key(s)].append(s)
     for rows in groups.values():
-        rows.sort(key=lambda s: METHOD_ORDER.index(s["method"]))
+        rows.sort(key=lambda s: (METHOD_ORDER.index(s["method"]), block_settings(s)))
     ordered = sorted(groups, key=lambda k: (k[0], -len(k[2]), -k[1]))
     labels = {k: setting_label(groups[k][0], totals) for k in ordered}
 
@@ -179,6 +199,9 @@ def main() -> None:
         "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` (or, where the heading says so, are the",
         "first n query ids in sorted order: `--first-queries`) and listed in each summary's `qids`. Rows marked with",
         "devices were partly scored on a lent H100 (the same `blockrank eval` command; `per_query.jsonl` records the device).",
+        "Attention-scored rows state their block cap and where the final query block sits: BlockRank-trained checkpoints",
+        "keep the offset they were trained with (16384); for any other model the library now puts the query block right",
+        "after the longest block, and the rows with the earlier default (16384) are kept beside it for comparison.",
         "Time per query is wall-clock on a shared machine (other jobs ran beside these, and to fit the session the",
         "seeded-subset runs and the DL19 bi-encoder top-100 run were launched with OMP_NUM_THREADS=1 next to a",
         "2-thread run), so treat it as indicative only; `bench/scaling.py` measures latency under controlled conditions.",

@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import write_section  # noqa: E402
-from make_results import devices_note, load_summaries, metric_names  # noqa: E402
+from make_results import block_settings, devices_note, load_summaries, metric_names  # noqa: E402
 
 from blockrank_rerank.training.trainer import TrainConfig  # noqa: E402
 
@@ -74,31 +75,47 @@ def plot_losses(log: list[dict], path: Path, window: int = 25) -> None:
 
 
 def quality_tables(summaries: list[dict]) -> list[str]:
-    """One table per (dataset, depth, query set) that has a trained row, with BM25 and the untrained model beside it."""
+    """One table per (dataset, depth, query set) that has a trained row, with BM25 and the untrained model beside it.
+
+    A model measured under several block settings gets one row per setting, each labelled with it.
+    """
     out = []
-    groups: dict[tuple, dict[str, dict]] = {}
+    groups: dict[tuple, dict[str, list[dict]]] = {}
     for s in summaries:
         if s["method"] in ROWS:
-            groups.setdefault((s["dataset"], s["depth"], tuple(s["qids"])), {})[s["method"]] = s
+            groups.setdefault((s["dataset"], s["depth"], tuple(s["qids"])), {}).setdefault(s["method"], []).append(s)
     for (dataset, depth, qids), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], -len(kv[0][2]))):
         if "blockrank-trained" not in rows:
             continue
-        any_row = rows["blockrank-trained"]
-        names = [n for n in metric_names(any_row) if n.startswith(("nDCG", "RR"))]
+        current = current_trained(rows["blockrank-trained"])
+        shipped = current is not None
+        current = current or rows["blockrank-trained"][0]
+        names = [n for n in metric_names(current) if n.startswith(("nDCG", "RR"))]
         out += [f"### {dataset}, BM25 top-{depth}, {len(qids)} queries", "",
                 "| model | " + " | ".join(names) + " | s/query |", "|" + "---|" * (len(names) + 2)]
-        bm25 = any_row["first_stage_metrics"]
+        bm25 = current["first_stage_metrics"]
         out.append(f"| {ROWS['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | — |")
         for method in ("blockrank", "blockrank-trained"):
-            if method in rows:
-                s = rows[method]
-                out.append(f"| {ROWS[method]} | " + " | ".join(f"{s['metrics'][n]:.4f}" for n in names) + f" | {s['seconds_per_query']['mean']:.2f}{devices_note(s)} |")
-            else:
+            if method not in rows:
                 out.append(f"| {ROWS[method]} | " + " | ".join("not run" for _ in names) + " | — |")
-        trained = rows["blockrank-trained"]["metrics"]["nDCG@10"]
+            for s in sorted(rows.get(method, []), key=block_settings):
+                out.append(f"| {ROWS[method]}; {block_settings(s)} | " + " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
+                           + f" | {s['seconds_per_query']['mean']:.2f}{devices_note(s)} |")
+        trained = current["metrics"]["nDCG@10"]
         verdict = "beats" if trained > bm25["nDCG@10"] else "does not beat"
-        out += ["", f"The trained model {verdict} BM25 here (nDCG@10 {trained:.4f} vs {bm25['nDCG@10']:.4f}).", ""]
+        where = f"At its shipped settings ({block_settings(current)})" if shipped else \
+            f"Not yet measured at its shipped settings; at {block_settings(current)}"
+        out += ["", f"{where} the trained model {verdict} BM25 here (nDCG@10 {trained:.4f} vs {bm25['nDCG@10']:.4f}).", ""]
     return out
+
+
+def current_trained(summaries: list[dict]) -> Optional[dict]:
+    """The trained model's summary at the settings the shipped checkpoint records, if one was measured."""
+    settings = json.loads((ADAPTER / "blockrank.json").read_text())["settings"]
+    for s in summaries:
+        if all(s.get("settings", {}).get(k) == settings.get(k) for k in ("max_block_tokens", "query_position_offset")):
+            return s
+    return None
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
-# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained
+# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained history
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -16,6 +16,9 @@ BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}
 SQ=${SCIFACT_QUERIES:-30}   # fixed random subset (seed 0) of the 300 SciFact test queries
 LQ=${LISTWISE_QUERIES:-10}  # fixed random subset (seed 0) for the slow listwise baseline
 TQ=${TRAINED_QUERIES:-20}   # the first TQ SciFact test query ids (sorted) for the trained-vs-untrained top-100 runs
+# The phases up to `extra` ran before the trained default existed, with the untrained base and the query block at
+# 16384; OLD states those settings so that rerunning them reproduces the committed summaries.
+OLD="--model embedded:smollm2-135m-instruct --query-position-offset 16384"
 mkdir -p docs/results runs
 
 evaluate() {  # name, then eval arguments
@@ -31,48 +34,72 @@ phase_sweep() {
 
 phase_dl19() {
   evaluate dl19-first-stage-top100 --dataset dl19 --depth 100 --method first-stage
-  evaluate dl19-blockrank-top100 --dataset dl19 --depth 100 --method blockrank
-  evaluate dl19-icr-top100 --dataset dl19 --depth 100 --method icr
+  evaluate dl19-blockrank-top100 --dataset dl19 --depth 100 --method blockrank $OLD
+  evaluate dl19-icr-top100 --dataset dl19 --depth 100 --method icr $OLD
   evaluate dl19-biencoder-top100 --dataset dl19 --depth 100 --method biencoder
 }
 
 phase_scifact() {
   for method in first-stage blockrank icr biencoder; do
-    evaluate scifact-$method-top20-q$SQ --dataset scifact --depth 20 --queries "$SQ" --method $method
+    evaluate scifact-$method-top20-q$SQ --dataset scifact --depth 20 --queries "$SQ" --method $method $OLD
   done
 }
 
 phase_baselines() {
   for method in first-stage blockrank icr biencoder pointwise listwise; do
-    evaluate dl19-$method-top20-q$LQ --dataset dl19 --depth 20 --queries "$LQ" --method $method
+    evaluate dl19-$method-top20-q$LQ --dataset dl19 --depth 20 --queries "$LQ" --method $method $OLD
   done
 }
 
 phase_baselines_full() {
-  for method in first-stage blockrank icr biencoder pointwise; do
-    evaluate dl19-$method-top20 --dataset dl19 --depth 20 --method $method
+  for method in first-stage biencoder pointwise; do
+    evaluate dl19-$method-top20 --dataset dl19 --depth 20 --method $method $OLD
   done
-  evaluate scifact-pointwise-top20-q$SQ --dataset scifact --depth 20 --queries "$SQ" --method pointwise
+  evaluate scifact-pointwise-top20-q$SQ --dataset scifact --depth 20 --queries "$SQ" --method pointwise $OLD
 }
 
 phase_extra() {
   evaluate scifact-first-stage-top100 --dataset scifact --depth 100 --method first-stage
   evaluate scifact-biencoder-top100 --dataset scifact --depth 100 --method biencoder
-  evaluate scifact-listwise-top20-q$LQ --dataset scifact --depth 20 --queries "$LQ" --method listwise
+  evaluate scifact-listwise-top20-q$LQ --dataset scifact --depth 20 --queries "$LQ" --method listwise $OLD
 }
 
-phase_trained() {  # the shipped BlockRank adapter against the untrained base (docs/training.md)
-  local T=embedded:smollm2-135m-blockrank U=embedded:smollm2-135m-instruct
+T=embedded:smollm2-135m-blockrank  # the shipped BlockRank adapter, read at its own settings (blocks of 160, query at 16384)
+U=embedded:smollm2-135m-instruct   # the untrained base
+
+subset_of() {  # name, finished run, eval arguments: summarise a subset of a finished run without recomputing it
+  local name=$1 source=$2; shift 2
+  mkdir -p "runs/$name"
+  cp "runs/$source/per_query.jsonl" "runs/$name/"
+  evaluate "$name" "$@"
+}
+
+phase_trained() {  # docs/training.md: the adapter on the reporting sets
   evaluate dl19-trained-top100 --dataset dl19 --depth 100 --model $T
   evaluate dl19-trained-top20 --dataset dl19 --depth 20 --model $T
-  evaluate scifact-trained-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
-  evaluate scifact-blockrank-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $U
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
+  evaluate scifact-trained-top100 --dataset scifact --depth 100 --model $T
+  subset_of scifact-trained-top100-first$TQ scifact-trained-top100 --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
+}
+
+phase_untrained() {  # the untrained base at the default placement (query block right after the longest block)
+  evaluate dl19-blockrank-top20 --dataset dl19 --depth 20 --model $U
+  evaluate dl19-icr-top20 --dataset dl19 --depth 20 --method icr --model $U
+  evaluate scifact-blockrank-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $U
   evaluate scifact-icr-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --method icr --model $U
 }
 
+phase_history() {  # earlier settings kept for comparison: the base with the query at 16384, the adapter with blocks of 384
+  local O="--model $U --query-position-offset 16384"
+  evaluate dl19-blockrank-top20-offset16384 --dataset dl19 --depth 20 $O
+  evaluate dl19-icr-top20-offset16384 --dataset dl19 --depth 20 --method icr $O
+  evaluate scifact-blockrank-top100-first$TQ-offset16384 --dataset scifact --depth 100 --queries "$TQ" --first-queries $O
+  evaluate scifact-icr-top100-first$TQ-offset16384 --dataset scifact --depth 100 --queries "$TQ" --first-queries --method icr $O
+  evaluate scifact-trained-top100-first$TQ-blocks384 --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T --max-block-tokens 384
+}
+
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained history)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"

@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None, help="Hugging Face id, local path or embedded:<name> (default: embedded:smollm2-135m-blockrank, the shipped BlockRank SmolLM2-135M)")
     group.add_argument("--scoring-layer", type=int, default=None, help="L*, 0-based layer whose attention is read")
     group.add_argument("--num-signal-tokens", type=int, default=None, help="last query-block tokens read (default 2)")
-    group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default: the model's own, else 16384)")
+    group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default: the model's own, else right after the longest block)")
     group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default: the model's own, else 384)")
     group.add_argument("--scoring-mode", choices=["blockrank", "full", "icr"], default=None, help="block-sparse (default), full causal attention, or zero-shot ICR")
     group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)

@@ -40,7 +40,7 @@ class BlockRankConfig:
 
     scoring_layer: Optional[int] = None  # L*, 0-based decoder layer read for scores; None: default_scoring_layer
     num_signal_tokens: int = 2  # last tokens of the query block whose attention is read (1 or 2)
-    query_position_offset: int = 16384  # first position id of the final query block (reference: 16384)
+    query_position_offset: Optional[int] = None  # first position id of the query block; None: P + max_block_tokens (right after the longest block); BlockRank-trained checkpoints: 16384
     max_block_tokens: int = 384  # cap on tokens per block (prefix, each document, query block)
     scoring_mode: str = "blockrank"  # "blockrank": block-sparse attention; "full": plain causal attention; "icr": zero-shot ICR (icr.py)
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
@@ -55,8 +55,8 @@ class BlockRankConfig:
             raise ValueError(f"scoring_layer must be a non-negative int or None, got {self.scoring_layer!r}")
         if not isinstance(self.num_signal_tokens, int) or self.num_signal_tokens < 1:
             raise ValueError(f"num_signal_tokens must be an int >= 1, got {self.num_signal_tokens!r}")
-        if not isinstance(self.query_position_offset, int) or self.query_position_offset < 0:
-            raise ValueError(f"query_position_offset must be an int >= 0, got {self.query_position_offset!r}")
+        if self.query_position_offset is not None and (not isinstance(self.query_position_offset, int) or self.query_position_offset < 0):
+            raise ValueError(f"query_position_offset must be an int >= 0 or None, got {self.query_position_offset!r}")
         if not isinstance(self.max_block_tokens, int) or self.max_block_tokens < 8:
             raise ValueError(f"max_block_tokens must be an int >= 8, got {self.max_block_tokens!r}")
         if self.scoring_mode not in SCORING_MODES:
@@ -79,6 +79,15 @@ class BlockRankConfig:
     def replace(self, **changes: Any) -> "BlockRankConfig":
         """A copy with `changes` applied and validated."""
         return dataclasses.replace(self, **changes)
+
+    def resolved_query_position_offset(self, prefix_length: int) -> int:
+        """First position id of the query block for a prompt whose prefix has `prefix_length` real tokens.
+
+        A model not trained with BlockRank has only seen the query follow the passages closely, so the default
+        puts it right after the longest block a document may have; a checkpoint trained with a far offset
+        (16384 for the released one and for ours) records it, and that value is used as given.
+        """
+        return prefix_length + self.max_block_tokens if self.query_position_offset is None else self.query_position_offset
 
     def resolved_scoring_layer(self, num_layers: int) -> int:
         """L* for a model of `num_layers` layers, checked to exist."""

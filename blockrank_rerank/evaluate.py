@@ -74,6 +74,29 @@ def read_per_query(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+# Settings that do not change a query's scores: which queries run, and how fast.
+VOLATILE_SETTINGS = frozenset({"queries", "seed", "subset", "torch_threads", "device", "memory_budget_mb"})
+
+
+def check_resumable(output: Path, identity: Mapping[str, Any]) -> None:
+    """Record what produces the per-query records in `output`, or refuse to add records made differently.
+
+    `<output>/identity.json` holds the run, method, depth and score-relevant settings; a later call into the
+    same directory with any of them changed raises instead of silently mixing two configurations.
+    """
+    path = output / "identity.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        if changed:
+            details = "; ".join(f"{k}: {stored.get(k)!r} then, {identity.get(k)!r} now" for k in changed)
+            raise ValueError(f"{output} holds results made with other settings ({details}); use another --output or delete it")
+        return
+    if (output / "per_query.jsonl").exists():
+        logger.warning("%s has per-query records but no identity.json (an older run): assuming they match %s", output, dict(identity))
+    path.write_text(json.dumps(dict(identity), indent=2, sort_keys=True) + "\n")
+
+
 def write_trec_run(path: Path, run: Mapping[str, Mapping[str, float]], tag: str) -> None:
     """TREC run file: `qid Q0 docid rank score tag`, best first."""
     with open(path, "w", encoding="utf-8") as f:
@@ -98,7 +121,8 @@ def evaluate_scorer(
     """Rerank the first `depth` candidates of each query in `qids` with `scorer` and write run and summary.
 
     `scorer=None` keeps the first-stage order (the first-stage baseline through the same plumbing).
-    Already completed queries in `<output_dir>/per_query.jsonl` are not recomputed.
+    Already completed queries in `<output_dir>/per_query.jsonl` are not recomputed; a directory made with other
+    settings (method, depth, model, block settings; see `check_resumable`) is refused.
     """
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be an int >= 1, got {depth!r}")
@@ -108,6 +132,9 @@ def evaluate_scorer(
         raise ValueError(f"{len(missing)} query ids are not in {run.name}: {missing[:5]}")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    identity = {"run": run.name, "method": method, "depth": depth,
+                **{k: v for k, v in (settings or {}).items() if k not in VOLATILE_SETTINGS}}
+    check_resumable(output, json.loads(json.dumps(identity)))  # JSON round trip: tuples and lists compare equal
     per_query_path = output / "per_query.jsonl"
     done = read_per_query(per_query_path)
     todo = [q for q in qids if q not in done]

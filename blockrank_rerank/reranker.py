@@ -74,7 +74,7 @@ class BlockRank:
             )
         return build_layout(
             prompt,
-            query_position_offset=self.config.query_position_offset,
+            query_position_offset=self.config.resolved_query_position_offset(len(prompt.prefix)),
             causal_positions=self.config.scoring_mode == "full",
         )
 

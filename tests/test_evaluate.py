@@ -72,6 +72,19 @@ class ReverseScorer:
         return [float(i) for i in range(len(documents))]
 
 
+def test_resume_refuses_a_directory_made_with_other_settings(tmp_path):
+    run = toy_run()
+    settings = {"model": "m", "max_block_tokens": 160, "torch_threads": 2}
+    evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings=settings, show_progress_bar=False)
+    again = ReverseScorer()
+    evaluate_scorer(again, run, tmp_path / "out", method="rev", depth=3, settings={**settings, "torch_threads": 1}, show_progress_bar=False)
+    assert again.calls == 0  # thread count does not change scores: resumed, nothing recomputed
+    with pytest.raises(ValueError, match="max_block_tokens: 160 then, 384 now"):
+        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={**settings, "max_block_tokens": 384}, show_progress_bar=False)
+    with pytest.raises(ValueError, match="depth: 3 then, 2 now"):
+        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=2, settings=settings, show_progress_bar=False)
+
+
 def test_harness_resumes_and_matches_an_uninterrupted_run(tmp_path):
     run = toy_run()
     with pytest.raises(KeyboardInterrupt):
