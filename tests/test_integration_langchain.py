@@ -92,7 +92,7 @@ def test_lazy_shared_model_and_scoring_mode(default_ranker):
     assert lazy.ranker is None
     lazy.compress_documents(_documents()[:2], QUERY)
     assert lazy.ranker is default_ranker
-    assert BlockRankRerank(scoring_mode="icr", config={"max_block_tokens": 128})._config == BlockRankConfig(**model_settings(None), scoring_mode="icr", max_block_tokens=128)
+    assert BlockRankRerank(scoring_mode="icr", config={"max_block_tokens": 128})._config == BlockRankConfig(**{**model_settings(None), "scoring_mode": "icr", "max_block_tokens": 128})
 
 
 def test_icr_mode_reaches_the_core(default_ranker):

@@ -94,7 +94,7 @@ def test_model_is_loaded_once_and_shared(default_ranker):
 
 def test_config_passthrough_and_validation(default_ranker):
     reranker = BlockRankReranker(scoring_mode="icr", config={"max_block_tokens": 128})
-    assert reranker._config == BlockRankConfig(**model_settings(None), scoring_mode="icr", max_block_tokens=128)
+    assert reranker._config == BlockRankConfig(**{**model_settings(None), "scoring_mode": "icr", "max_block_tokens": 128})
     with pytest.raises(ValueError, match="scoring_mode"):
         BlockRankReranker(scoring_mode="nope")
     with pytest.raises(TypeError):
