@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
-# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained history
+# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained icr_full history
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -89,6 +89,12 @@ phase_untrained() {  # the untrained base at the default placement (query block 
   evaluate scifact-icr-top100-first$TQ --dataset scifact --depth 100 --queries "$TQ" --first-queries --method icr --model $U
 }
 
+phase_icr_full() {  # ICR (untrained base) over all 300 SciFact test queries; resumes from the first-TQ run
+  mkdir -p runs/scifact-icr-top100
+  [ -s runs/scifact-icr-top100/per_query.jsonl ] || cp "runs/scifact-icr-top100-first$TQ/per_query.jsonl" runs/scifact-icr-top100/
+  evaluate scifact-icr-top100 --dataset scifact --depth 100 --method icr --model $U
+}
+
 phase_history() {  # earlier settings kept for comparison: the base with the query at 16384, the adapter with blocks of 384
   local O="--model $U --query-position-offset 16384"
   evaluate dl19-blockrank-top20-offset16384 --dataset dl19 --depth 20 $O
@@ -99,7 +105,7 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
 }
 
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained history)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full history)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"

@@ -165,6 +165,8 @@ def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) 
             return "the triton package is not installed (pip install 'blockrank-rerank[triton]')"
         if device.type != "cuda" and (auto or device.type != "cpu" or not triton_interpreting()):
             return f"Triton kernels need a CUDA device, got {device} (TRITON_INTERPRET=1 runs them on CPU, for tests only)"
+        if auto and triton_interpreting():
+            return "TRITON_INTERPRET=1 is set, which would run the kernels in Triton's (slow) interpreter, a mode for tests"
     if name == "torch" and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 5):
         return f"per-block SDPA needs torch >= 2.5 for enable_gqa, found {torch.__version__}"
     return None

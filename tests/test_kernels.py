@@ -238,11 +238,17 @@ def test_auto_backend_fallback_order(monkeypatch, caplog):
 
     monkeypatch.setattr(attention, "_logged_choices", set())
     monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
     with caplog.at_level(logging.INFO, logger="blockrank_rerank.attention"):
         assert resolve_backend("auto", torch.device("cuda")) == "triton"
         assert resolve_backend("auto", torch.device("cuda")) == "triton"
         assert resolve_backend("auto", torch.device("cpu")) == "torch"  # interpreted Triton is never automatic
     assert sum("'triton'" in r.getMessage() for r in caplog.records) == 1, "the choice is logged once"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # on CUDA too: interpreted kernels would be orders of magnitude slower
+    monkeypatch.setattr(attention, "_logged_choices", set())
+    with caplog.at_level(logging.INFO, logger="blockrank_rerank.attention"):
+        assert resolve_backend("auto", torch.device("cuda")) == "torch"
+    assert "interpreter" in caplog.records[-1].getMessage()
     monkeypatch.setattr(kernels, "triton_available", lambda: False)
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
     monkeypatch.setattr(torch, "__version__", "2.4.1")
