@@ -85,7 +85,7 @@ def dense_sdpa_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[
     return lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True)[0], None
 
 
-def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+def flex_attention_fn(q, k, v, row_start, prefix, scale, device, dense_max_tokens: int) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
     """FlexAttention over the same rule: the callable, and a note of the seconds its BlockMask took to build."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -94,13 +94,20 @@ def flex_attention_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callab
 
     tokens = q.shape[1]
     began = time.perf_counter()
-    block_mask = create_block_mask(mask_mod, None, None, tokens, tokens, device=device)
+    # Eager construction evaluates the (T, T) mask; above the dense cap the compiled builder avoids it (slow to compile).
+    block_mask = create_block_mask(mask_mod, None, None, tokens, tokens, device=device, _compile=tokens > dense_max_tokens)
     if device.type == "cuda":
         torch.cuda.synchronize()
     build = time.perf_counter() - began
     compiled = torch.compile(flex_attention)
     fn = lambda: compiled(q[None], k[None], v[None], block_mask=block_mask, scale=scale, enable_gqa=True)[0]  # noqa: E731
     return fn, f"flex BlockMask build {build:.3f} s (not in its time; the first call also compiles)"
+
+
+def failure_note(name: str, error: Exception) -> str:
+    """One line for the report on a method that could not run."""
+    first_line = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{name} failed: {type(error).__name__}: {first_line}"
 
 
 def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
@@ -131,7 +138,7 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
     elif not args.skip_dense:
         builders["sdpa-dense"] = lambda: dense_sdpa_fn(q, k, v, row_start, prefix, scale, device)
     if not args.skip_flex:
-        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, prefix, scale, device)
+        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, prefix, scale, device, args.dense_max_tokens)
     for name, build in builders.items():
         began = time.perf_counter()
         try:
@@ -142,7 +149,7 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
             result["seconds"][name] = timed(fn, device, args.repeats)
             print(f"N = {n} {name}: {1e3 * result['seconds'][name]:.3f} ms (setup and runs {time.perf_counter() - began:.1f} s)", flush=True)
         except Exception as error:  # noqa: BLE001 - a method that cannot run is reported, not fatal
-            result["notes"].append(f"{name} failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+            result["notes"].append(failure_note(name, error))
             print(f"N = {n} {name}: failed ({type(error).__name__})", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -159,8 +166,12 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
         "torch readout": lambda: document_scores(signal_attention(q_signal, k_docs, scale), owner, n),
     }
     for name, fn in readout.items():
-        result["error"][name] = float((fn() - expected).abs().max())
-        result["seconds"][name] = timed(fn, device, args.repeats)
+        try:
+            result["error"][name] = float((fn() - expected).abs().max())
+            result["seconds"][name] = timed(fn, device, args.repeats)
+            print(f"N = {n} {name}: {1e3 * result['seconds'][name]:.3f} ms", flush=True)
+        except Exception as error:  # noqa: BLE001 - reported like the attention methods
+            result["notes"].append(failure_note(name, error))
     return result
 
 

@@ -51,10 +51,16 @@ def block_settings(summary: dict, short: bool = False) -> str:
     if summary["method"] not in LM_METHODS:
         return ""
     settings = summary.get("settings", {})
-    blocks, offset = settings.get("max_block_tokens"), settings.get("query_position_offset")
-    if short:
-        return f"b{blocks} q@{'P+b' if offset is None else offset}"
-    return f"blocks ≤ {blocks}, query {'right after the longest block' if offset is None else f'at {offset}'}"
+    blocks = settings.get("max_block_tokens", "?")
+    if summary["method"] == "full":  # plain causal positions: the offset does not apply
+        return f"b{blocks}" if short else f"blocks ≤ {blocks}, causal positions"
+    if "query_position_offset" not in settings:
+        where, tag = "at an unrecorded position", "?"
+    elif settings["query_position_offset"] is None:
+        where, tag = "right after the longest allowed block (P + cap)", "P+b"
+    else:
+        where, tag = f"at {settings['query_position_offset']}", str(settings["query_position_offset"])
+    return f"b{blocks} q@{tag}" if short else f"blocks ≤ {blocks}, query {where}"
 
 
 def row_name(summary: dict) -> str:

@@ -8,8 +8,10 @@
 # The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
 # results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
 # when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
-# `results_runs.sh trained` (2 threads, beside other jobs), resuming per-query records that the same `blockrank eval`
-# commands wrote on a lent H100 (their "device" field says cuda; summaries count queries per device).
+# `results_runs.sh untrained trained icr_full` (2 threads, beside other jobs; icr_full runs until stopped and resumes);
+# the `history` summaries came from the same commands in earlier sessions, partly on a lent H100 (their
+# "device" field says cuda; summaries count queries per device). Run directories remember their settings
+# (identity.json) and refuse to resume with other ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}
@@ -29,7 +31,7 @@ evaluate() {  # name, then eval arguments
 
 phase_sweep() {
   [ -f docs/results/sweep-dl21-top20.json ] || \
-    "$BLOCKRANK" sweep-layers --no-progress --dataset dl21 --depth 20 --output docs/results/sweep-dl21-top20.json
+    "$BLOCKRANK" sweep-layers --no-progress --dataset dl21 --depth 20 --output docs/results/sweep-dl21-top20.json $OLD
 }
 
 phase_dl19() {
@@ -91,7 +93,9 @@ phase_untrained() {  # the untrained base at the default placement (query block 
 
 phase_icr_full() {  # ICR (untrained base) over all 300 SciFact test queries; resumes from the first-TQ run
   mkdir -p runs/scifact-icr-top100
-  [ -s runs/scifact-icr-top100/per_query.jsonl ] || cp "runs/scifact-icr-top100-first$TQ/per_query.jsonl" runs/scifact-icr-top100/
+  if [ ! -s runs/scifact-icr-top100/per_query.jsonl ] && [ -s "runs/scifact-icr-top100-first$TQ/per_query.jsonl" ]; then
+    cp "runs/scifact-icr-top100-first$TQ/per_query.jsonl" runs/scifact-icr-top100/
+  fi
   evaluate scifact-icr-top100 --dataset scifact --depth 100 --method icr --model $U
 }
 
@@ -102,6 +106,9 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
   evaluate scifact-blockrank-top100-first$TQ-offset16384 --dataset scifact --depth 100 --queries "$TQ" --first-queries $O
   evaluate scifact-icr-top100-first$TQ-offset16384 --dataset scifact --depth 100 --queries "$TQ" --first-queries --method icr $O
   evaluate scifact-trained-top100-first$TQ-blocks384 --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T --max-block-tokens 384
+  evaluate dl19-trained-top100-blocks384 --dataset dl19 --depth 100 --model $T --max-block-tokens 384
+  evaluate dl19-trained-top20-blocks384 --dataset dl19 --depth 20 --model $T --max-block-tokens 384
+  evaluate scifact-trained-top20-q20-blocks384 --dataset scifact --depth 20 --queries 20 --model $T --max-block-tokens 384
 }
 
 phases=("$@")

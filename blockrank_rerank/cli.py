@@ -117,8 +117,10 @@ def command_eval(args: argparse.Namespace) -> int:
                 "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
-    if hasattr(scorer, "config"):  # the resolved block settings, the model's own unless overridden
-        settings.update(max_block_tokens=scorer.config.max_block_tokens, query_position_offset=scorer.config.query_position_offset)
+    if hasattr(scorer, "config"):  # the resolved settings that shape scores: the model's own unless overridden
+        config = scorer.config
+        settings.update(max_block_tokens=config.max_block_tokens, query_position_offset=config.query_position_offset,
+                        num_signal_tokens=config.num_signal_tokens, dtype=config.dtype)
     threshold = BINARY_THRESHOLDS[args.dataset] if args.binary_threshold is None else args.binary_threshold
     summary = evaluate_scorer(
         scorer, run, output, method=args.method, depth=args.depth, qids=qids, binary_threshold=threshold,

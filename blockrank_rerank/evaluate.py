@@ -76,24 +76,33 @@ def read_per_query(path: Path) -> dict[str, dict[str, Any]]:
 
 # Settings that do not change a query's scores: which queries run, and how fast.
 VOLATILE_SETTINGS = frozenset({"queries", "seed", "subset", "torch_threads", "device", "memory_budget_mb"})
+# What attention-scored runs used before summaries recorded their block settings (the defaults of those versions).
+LEGACY_BLOCK_SETTINGS = {"max_block_tokens": 384, "query_position_offset": 16384, "num_signal_tokens": 2, "dtype": "float32"}
 
 
 def check_resumable(output: Path, identity: Mapping[str, Any]) -> None:
     """Record what produces the per-query records in `output`, or refuse to add records made differently.
 
     `<output>/identity.json` holds the run, method, depth and score-relevant settings; a later call into the
-    same directory with any of them changed raises instead of silently mixing two configurations.
+    same directory with any of them changed raises instead of silently mixing two configurations. A directory
+    from before identity files existed is checked against its `summary.json` settings when it has one.
     """
     path = output / "identity.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+    has_records = bool(read_per_query(output / "per_query.jsonl"))
+    stored: Optional[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else None
+    if stored is None and has_records and (output / "summary.json").exists():
+        summary = json.loads((output / "summary.json").read_text())
+        legacy = LEGACY_BLOCK_SETTINGS if summary.get("method") in ("blockrank", "icr", "full") else {}
+        stored = {"run": summary.get("dataset"), "method": summary.get("method"), "depth": summary.get("depth"), **legacy,
+                  **{k: v for k, v in summary.get("settings", {}).items() if k not in VOLATILE_SETTINGS}}
+    if stored is not None and has_records:
+        keys = set(stored) | set(identity) if path.exists() else set(stored) & set(identity)  # a summary records less
+        changed = sorted(k for k in keys if stored.get(k) != identity.get(k))
         if changed:
             details = "; ".join(f"{k}: {stored.get(k)!r} then, {identity.get(k)!r} now" for k in changed)
             raise ValueError(f"{output} holds results made with other settings ({details}); use another --output or delete it")
-        return
-    if (output / "per_query.jsonl").exists():
-        logger.warning("%s has per-query records but no identity.json (an older run): assuming they match %s", output, dict(identity))
+    elif has_records:
+        logger.warning("%s has per-query records but no identity.json or summary.json: assuming they match %s", output, dict(identity))
     path.write_text(json.dumps(dict(identity), indent=2, sort_keys=True) + "\n")
 
 

@@ -105,11 +105,29 @@ def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
 
 def model_settings(name_or_path: Optional[str]) -> dict[str, Any]:
     """BlockRankConfig fields that are facts about a model: a released checkpoint's, or a trained checkpoint's own."""
-    from .config import KNOWN_CHECKPOINTS
-
     name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
     record = checkpoint_record(name)
-    return {**KNOWN_CHECKPOINTS.get(name, {}), **(record.get("settings", {}) if record else {})}
+    settings = dict(record.get("settings", {})) if record else {}
+    if record and "max_block_tokens" not in settings and "max_block_tokens" in record.get("training", {}):
+        settings["max_block_tokens"] = record["training"]["max_block_tokens"]  # records written before settings carried it
+    return {**known_checkpoint_settings(name), **settings}
+
+
+def known_checkpoint_settings(name_or_path: str) -> dict[str, Any]:
+    """Settings of a released checkpoint named by its hub id, or by a local copy of it.
+
+    A local copy counts when its path ends in the repository name (`.../blockrank-msmarco-mistral-7b`) or lies
+    in the hub cache's folder for it (`models--quicktensor--blockrank-msmarco-mistral-7b/snapshots/<rev>`).
+    """
+    from .config import KNOWN_CHECKPOINTS
+
+    if name_or_path in KNOWN_CHECKPOINTS:
+        return dict(KNOWN_CHECKPOINTS[name_or_path])
+    parts = Path(name_or_path.rstrip("/")).parts
+    for repo_id, settings in KNOWN_CHECKPOINTS.items():
+        if parts and (parts[-1] == repo_id.split("/")[-1] or "models--" + repo_id.replace("/", "--") in parts):
+            return dict(settings)
+    return {}
 
 
 def load_model_and_tokenizer(

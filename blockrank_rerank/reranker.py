@@ -72,11 +72,15 @@ class BlockRank:
                 f"{self.config.max_block_tokens} and were truncated",
                 stacklevel=4,
             )
-        return build_layout(
-            prompt,
-            query_position_offset=self.config.resolved_query_position_offset(len(prompt.prefix)),
-            causal_positions=self.config.scoring_mode == "full",
-        )
+        offset = self.config.resolved_query_position_offset(len(prompt.prefix))
+        last_document_position = len(prompt.prefix) + max((len(doc) for doc in prompt.documents), default=0)
+        if offset < last_document_position and self.config.scoring_mode != "full":
+            warnings.warn(
+                f"query_position_offset={offset} falls inside the documents' positions (up to {last_document_position - 1}); "
+                f"the query block then shares position ids with document tokens. Use an offset >= prefix + max_block_tokens",
+                stacklevel=4,
+            )
+        return build_layout(prompt, query_position_offset=offset, causal_positions=self.config.scoring_mode == "full")
 
     def scoring_state(self, layout: BlockLayout) -> ScoringState:
         """Run the model over `layout` up to layer L* (or to the end when early_exit is off)."""

@@ -83,6 +83,15 @@ def test_resume_refuses_a_directory_made_with_other_settings(tmp_path):
         evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={**settings, "max_block_tokens": 384}, show_progress_bar=False)
     with pytest.raises(ValueError, match="depth: 3 then, 2 now"):
         evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=2, settings=settings, show_progress_bar=False)
+    # A directory from before identity files is checked against the settings its summary recorded.
+    (tmp_path / "out" / "identity.json").unlink()
+    with pytest.raises(ValueError, match="model: 'm' then, 'other' now"):
+        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={"model": "other"}, show_progress_bar=False)
+    evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={"model": "m", "max_block_tokens": 160}, show_progress_bar=False)
+    # An identity without records (a run that failed before its first query) binds nothing.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "identity.json").write_text('{"run": "x"}')
+    evaluate_scorer(ReverseScorer(), run, tmp_path / "empty", method="rev", depth=3, show_progress_bar=False)
 
 
 def test_harness_resumes_and_matches_an_uninterrupted_run(tmp_path):

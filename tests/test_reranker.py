@@ -89,3 +89,28 @@ def test_config_is_validated():
 def test_scoring_layer_beyond_the_model_is_refused(default_ranker):
     with pytest.raises(ValueError, match="scoring_layer"):
         BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(scoring_layer=30))
+
+
+def test_model_settings_for_released_copies_and_older_trained_records(tmp_path):
+    import json
+
+    from blockrank_rerank.loading import model_settings
+
+    released = model_settings("quicktensor/blockrank-msmarco-mistral-7b")
+    assert released["query_position_offset"] == 16384 and released["max_block_tokens"] == 512
+    assert model_settings(str(tmp_path / "blockrank-msmarco-mistral-7b")) == released  # a local copy
+    assert model_settings(str(tmp_path / "models--quicktensor--blockrank-msmarco-mistral-7b" / "snapshots" / "abc")) == released
+    assert model_settings("mistralai/Mistral-7B-Instruct-v0.3") == {}  # untrained: the library's defaults
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "blockrank.json").write_text(json.dumps({"settings": {"scoring_layer": 3}, "training": {"max_block_tokens": 160}}))
+    assert model_settings(str(old)) == {"scoring_layer": 3, "max_block_tokens": 160}  # written before settings carried the cap
+
+
+def test_query_placement_defaults_and_overlap_warning(default_ranker):
+    untrained_style = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(max_block_tokens=128))
+    layout = untrained_style.layout("tides", ["The Moon pulls the sea.", "Chess openings."])
+    assert int(layout.position_ids[layout.query_start]) == layout.prefix_length + 128  # right after the longest allowed block
+    overlapping = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(query_position_offset=3))
+    with pytest.warns(UserWarning, match="inside the documents' positions"):
+        overlapping.layout("tides", ["The Moon pulls the sea.", "Chess openings."])

@@ -14,6 +14,7 @@ from conftest import FAMILIES, random_prompt, require_data, tiny_model
 from blockrank_rerank import BlockRank, BlockRankConfig
 from blockrank_rerank.attention import plan_attention
 from blockrank_rerank.layout import build_layout
+from blockrank_rerank.loading import model_settings
 from blockrank_rerank.reference import dense_reference
 from blockrank_rerank.training import RankingExample, TrainConfig, Trainer, build_training_prompt, load_examples
 from blockrank_rerank.training.objective import batched_dense_forward, blockrank_loss, contrastive_loss, next_token_loss, training_forward
@@ -195,7 +196,7 @@ def test_checkpoint_loads_into_blockrank_and_resume_matches_uninterrupted(tmp_pa
     assert ranker.config.max_block_tokens == straight.config.max_block_tokens  # inference reads blocks as trained
     docs = ["Cats eat meat and fish.", "The stock market fell.", "Paris is in France."]
     straight.model.eval()
-    merged = BlockRank(straight.model.merge_and_unload(), straight.tokenizer, BlockRankConfig(scoring_layer=2))
+    merged = BlockRank(straight.model.merge_and_unload(), straight.tokenizer, BlockRankConfig(**model_settings(str(straight.output))))
     assert ranker.score("what do cats eat", docs) == pytest.approx(merged.score("what do cats eat", docs), abs=1e-3)  # fp16 adapter
 
 
