@@ -34,10 +34,10 @@ def documents(n: int) -> tuple[str, list[str]]:
 
 def child(n: int, budget: float | None, block: int) -> dict:
     """One measurement in this process: scores, seconds and peak memory of one call."""
-    from blockrank_rerank import BlockRank, BlockRankConfig
+    from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.model, base.tokenizer, BlockRankConfig(max_block_tokens=block, memory_budget_mb=budget), name=base.name)
+    ranker = BlockRank(base.model, base.tokenizer, base.config.replace(max_block_tokens=block, memory_budget_mb=budget), name=base.name)
     query, docs = documents(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every document is cut to the block size on purpose

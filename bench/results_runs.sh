@@ -76,12 +76,12 @@ subset_of() {  # name, finished run, eval arguments: summarise a subset of a fin
   evaluate "$name" "$@"
 }
 
-phase_trained() {  # docs/training.md: the adapter on the reporting sets
+phase_trained() {  # docs/training.md: the adapter on the reporting sets (longest first)
+  evaluate scifact-trained-top100 --dataset scifact --depth 100 --model $T
+  subset_of scifact-trained-top100-first$TQ scifact-trained-top100 --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
   evaluate dl19-trained-top100 --dataset dl19 --depth 100 --model $T
   evaluate dl19-trained-top20 --dataset dl19 --depth 20 --model $T
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
-  evaluate scifact-trained-top100 --dataset scifact --depth 100 --model $T
-  subset_of scifact-trained-top100-first$TQ scifact-trained-top100 --dataset scifact --depth 100 --queries "$TQ" --first-queries --model $T
 }
 
 phase_untrained() {  # the untrained base at the default placement (query block right after the longest block)

@@ -67,7 +67,7 @@ def forward_flops(model_config, layout, layers: int, blockrank: bool) -> float:
 
 def flop_bounds(ns: list[int]) -> str:
     """The (c)/(a) and (b)/(a) FLOP ratios per N: the speed-ups (a) reaches if every mode runs at the same FLOP rate."""
-    from blockrank_rerank import BlockRank, BlockRankConfig
+    from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
     config = base.model.config
@@ -84,7 +84,7 @@ def flop_bounds(ns: list[int]) -> str:
     for n in ns:
         query, docs = candidate_texts(n)
         sparse = base.layout(query, docs)
-        full = BlockRank(base.model, base.tokenizer, BlockRankConfig(scoring_mode="full"), name=base.name).layout(query, docs)
+        full = BlockRank(base.model, base.tokenizer, base.config.replace(scoring_mode="full"), name=base.name).layout(query, docs)
         a = forward_flops(config, sparse, base.scoring_layer, blockrank=True)
         b = forward_flops(config, full, base.scoring_layer, blockrank=False)
         c = forward_flops(config, full, base.num_layers, blockrank=False)
@@ -94,10 +94,10 @@ def flop_bounds(ns: list[int]) -> str:
 
 def child(mode: str, n: int, repeats: int) -> dict:
     """Run one (mode, N) measurement in this process and return its figures."""
-    from blockrank_rerank import BlockRank, BlockRankConfig
+    from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.model, base.tokenizer, BlockRankConfig(**MODES[mode]), name=base.name)
+    ranker = BlockRank(base.model, base.tokenizer, base.config.replace(**MODES[mode]), name=base.name)  # the model's own settings
     query, docs = candidate_texts(n)
     layout = ranker.layout(query, docs)
     ranker.score_layout(ranker.layout(query, docs[:3]))  # warm-up: allocator and thread pools
