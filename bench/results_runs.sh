@@ -84,6 +84,11 @@ phase_trained() {  # docs/training.md: the adapter on the reporting sets (longes
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
 }
 
+phase_trained_partial() {  # the first K queries of an unfinished scifact-trained-top100 run (TRAINED_DONE=K)
+  local k=${TRAINED_DONE:?set TRAINED_DONE to the number of queries the run has finished}
+  subset_of "scifact-trained-top100-first$k" scifact-trained-top100 --dataset scifact --depth 100 --queries "$k" --first-queries --model $T
+}
+
 phase_untrained() {  # the untrained base at the default placement (query block right after the longest block)
   evaluate dl19-blockrank-top20 --dataset dl19 --depth 20 --model $U
   evaluate dl19-icr-top20 --dataset dl19 --depth 20 --method icr --model $U
