@@ -8,7 +8,8 @@
 # The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
 # results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
 # when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
-# `results_runs.sh untrained trained icr_full` (2 threads, beside other jobs; icr_full runs until stopped and resumes);
+# `results_runs.sh untrained trained` (2 threads, beside other jobs; the 300-query SciFact run was stopped by the
+# session's end and summarised by `TRAINED_DONE=232 results_runs.sh trained_partial`; rerunning `trained` resumes it);
 # the `history` summaries came from the same commands in earlier sessions, partly on a lent H100 (their
 # "device" field says cuda; summaries count queries per device). Run directories remember their settings
 # (identity.json) and refuse to resume with other ones.
