@@ -208,6 +208,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import METHODS
+
     parser = argparse.ArgumentParser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=command_demo)
 
     evaluation = commands.add_parser("eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage")
-    evaluation.add_argument("--method", choices=["blockrank", "icr", "full", "pointwise", "listwise", "biencoder", "first-stage"], default="blockrank")
+    evaluation.add_argument("--method", choices=list(METHODS), default="blockrank")
     evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
     evaluation.add_argument("--first-queries", action="store_true", help="with --queries N: the first N query ids in sorted order, not a seeded sample")
     evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")

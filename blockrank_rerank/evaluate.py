@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from .config import SCORING_MODES
 from .data import CandidateRun, load_beir, load_trec_dl
 from .metrics import compute_metrics, measures, order_to_scores, ranks_to_scores
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 DATASETS = ("dl19", "dl21", "scifact")
 # Grade that counts as relevant for binary measures: TREC DL judges 0-3 and counts >= 2; BEIR is binary.
 BINARY_THRESHOLDS = {"dl19": 2, "dl21": 2, "scifact": 1}
-METHODS = ("blockrank", "icr", "full", "pointwise", "listwise", "biencoder", "first-stage")
+METHODS = (*SCORING_MODES, "pointwise", "listwise", "biencoder", "first-stage")
 
 
 class Scorer(Protocol):
@@ -92,7 +93,7 @@ def check_resumable(output: Path, identity: Mapping[str, Any]) -> None:
     stored: Optional[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else None
     if stored is None and has_records and (output / "summary.json").exists():
         summary = json.loads((output / "summary.json").read_text())
-        legacy = LEGACY_BLOCK_SETTINGS if summary.get("method") in ("blockrank", "icr", "full") else {}
+        legacy = LEGACY_BLOCK_SETTINGS if summary.get("method") in SCORING_MODES else {}
         stored = {"run": summary.get("dataset"), "method": summary.get("method"), "depth": summary.get("depth"), **legacy,
                   **{k: v for k, v in summary.get("settings", {}).items() if k not in VOLATILE_SETTINGS}}
     if stored is not None and has_records:
@@ -216,7 +217,7 @@ def build_scorer(method: str, model: Optional[str] = None, **overrides: Any) -> 
     from .loading import load_model_and_tokenizer
     from .reranker import BlockRank
 
-    if method in ("blockrank", "icr", "full"):
+    if method in SCORING_MODES:
         return BlockRank.from_pretrained(model, **{**overrides, "scoring_mode": method})
     config = BlockRankConfig(**overrides)
     lm, tokenizer, _ = load_model_and_tokenizer(model, config.torch_dtype, config.device)
