@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
-# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained icr_full history
+# Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained
+#        icr_full icr_default history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -61,9 +62,13 @@ phase_baselines_full() {
   evaluate scifact-pointwise-top20-q$SQ --dataset scifact --depth 20 --queries "$SQ" --method pointwise $OLD
 }
 
+phase_scifact_biencoder() {  # the independent reference over all 300 SciFact test queries
+  evaluate scifact-biencoder-top100 --dataset scifact --depth 100 --method biencoder
+}
+
 phase_extra() {
   evaluate scifact-first-stage-top100 --dataset scifact --depth 100 --method first-stage
-  evaluate scifact-biencoder-top100 --dataset scifact --depth 100 --method biencoder
+  phase_scifact_biencoder
   evaluate scifact-listwise-top20-q$LQ --dataset scifact --depth 20 --queries "$LQ" --method listwise $OLD
 }
 
@@ -85,9 +90,22 @@ phase_trained() {  # docs/training.md: the adapter on the reporting sets (longes
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
 }
 
-phase_trained_partial() {  # the first K queries of an unfinished scifact-trained-top100 run (TRAINED_DONE=K)
-  local k=${TRAINED_DONE:?set TRAINED_DONE to the number of queries the run has finished}
-  subset_of "scifact-trained-top100-first$k" scifact-trained-top100 --dataset scifact --depth 100 --queries "$k" --first-queries --model $T
+partial_of() {  # unfinished SciFact top-100 run, K, eval arguments: summarise its first K queries (it runs in sorted order)
+  local source=$1 k=$2; shift 2
+  subset_of "$source-first$k" "$source" --dataset scifact --depth 100 --queries "$k" --first-queries "$@"
+}
+
+phase_trained_partial() {  # TRAINED_DONE=K
+  partial_of scifact-trained-top100 "${TRAINED_DONE:?set TRAINED_DONE to the number of queries the run has finished}" --model $T
+}
+
+phase_icr_default() {  # ICR mode of the embedded default (the shipped adapter at its own settings), DL19 first
+  evaluate dl19-icr-trained-top100 --dataset dl19 --depth 100 --method icr --model $T
+  evaluate scifact-icr-trained-top100 --dataset scifact --depth 100 --method icr --model $T
+}
+
+phase_icr_default_partial() {  # ICR_DONE=K
+  partial_of scifact-icr-trained-top100 "${ICR_DONE:?set ICR_DONE to the number of queries the run has finished}" --method icr --model $T
 }
 
 phase_untrained() {  # the untrained base at the default placement (query block right after the longest block)
@@ -118,7 +136,7 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
 }
 
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full history)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full icr_default history)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"
