@@ -9,8 +9,9 @@
 # The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
 # results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
 # when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
-# `results_runs.sh untrained trained` (2 threads, beside other jobs; the 300-query SciFact run was stopped by the
-# session's end and summarised by `TRAINED_DONE=232 results_runs.sh trained_partial`; rerunning `trained` resumes it);
+# `results_runs.sh untrained trained` (2 threads, beside other jobs; the 300-query SciFact run spanned two sessions:
+# rerunning `trained` resumes it); `results_runs.sh icr_default` (2 threads; a run stopped by a session's end is
+# summarised by `ICR_DONE=K results_runs.sh icr_default_partial` and resumes on a rerun);
 # the `history` summaries came from the same commands in earlier sessions, partly on a lent H100 (their
 # "device" field says cuda; summaries count queries per device). Run directories remember their settings
 # (identity.json) and refuse to resume with other ones.

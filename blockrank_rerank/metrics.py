@@ -19,11 +19,15 @@ def measures(depth: int = 100, binary_threshold: int = 1) -> list:
 def compute_metrics(
     run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], depth: int = 100, binary_threshold: int = 1
 ) -> dict[str, float]:
-    """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0)."""
+    """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0).
+
+    Keys follow the order of `measures` (ir-measures returns them unordered), so written summaries are stable.
+    """
     judged = {q: dict(qrels.get(q, {})) for q in run}
     scored = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
-    values = ir_measures.calc_aggregate(measures(depth, binary_threshold), judged, scored)
-    return {str(m): float(v) for m, v in values.items()}
+    chosen = measures(depth, binary_threshold)
+    values = ir_measures.calc_aggregate(chosen, judged, scored)
+    return {str(m): float(values[m]) for m in chosen}
 
 
 def order_to_scores(docids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
