@@ -7,6 +7,7 @@ through bench/results_runs.sh); nothing is typed by hand. Usage: python bench/ma
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 REPORT = ROOT / "docs" / "results.md"
-METHOD_ORDER = ["first-stage", "blockrank", "blockrank-trained", "icr", "icr-trained", "full", "pointwise", "listwise", "biencoder"]
+METHOD_ORDER = ["first-stage", "blockrank", "blockrank-trained", "icr", "icr-trained", "full", "full-trained", "pointwise",
+                "pointwise-trained", "listwise", "listwise-trained", "biencoder"]
 METHOD_NAMES = {
     "first-stage": "BM25 (first stage)",
     "blockrank": "BlockRank attention (L*), untrained",
@@ -27,24 +29,28 @@ METHOD_NAMES = {
     "icr": "ICR zero-shot (all layers, N/A calibration)",
     "icr-trained": "ICR (all layers, N/A calibration), trained (our LoRA)",
     "full": "full causal attention (L*)",
+    "full-trained": "full causal attention (L*), trained (our LoRA)",
     "pointwise": "pointwise P(Yes), same LM",
+    "pointwise-trained": "pointwise P(Yes), same LM, trained (our LoRA)",
     "listwise": "listwise permutation, same LM (window 20, stride 10)",
+    "listwise-trained": "listwise permutation, same LM (window 20, stride 10), trained (our LoRA)",
     "biencoder": "bi-encoder all-MiniLM-L6-v2",
 }
 DATASET_NAMES = {"dl19": "TREC DL19 passage", "scifact-test": "BEIR SciFact test"}
 TRAINED_MODELS = ("embedded:smollm2-135m-blockrank",)  # BlockRank-trained checkpoints; any other model is the untrained base
+TRAINABLE_METHODS = ("blockrank", "icr", "full", "pointwise", "listwise")  # the methods that run the LM
 
 
 def row_method(summary: dict) -> str:
-    """The table row of a summary: its method, with attention scoring split by whether the model was BlockRank-trained.
+    """The table row of a summary: its method, with every LM method split by whether the model was BlockRank-trained.
 
     Summaries written before the trained default existed record the model as "embedded default": the untrained base.
     """
     trained = summary.get("settings", {}).get("model") in TRAINED_MODELS
-    return f"{summary['method']}-trained" if summary["method"] in ("blockrank", "icr") and trained else summary["method"]
+    return f"{summary['method']}-trained" if summary["method"] in TRAINABLE_METHODS and trained else summary["method"]
 
 
-LM_METHODS = ("blockrank", "blockrank-trained", "icr", "icr-trained", "full")
+LM_METHODS = ("blockrank", "blockrank-trained", "icr", "icr-trained", "full", "full-trained")  # attention-scored rows
 
 
 def block_settings(summary: dict, short: bool = False) -> str:
@@ -180,7 +186,7 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     plt.close(fig)
 
 
-EXPECTED_EVERYWHERE = ("blockrank-trained", "icr-trained", "biencoder")  # the embedded default's modes and the reference
+EXPECTED_EVERYWHERE = ("blockrank-trained", "icr-trained", "full-trained", "biencoder")  # the default's modes, the reference
 
 
 def coverage_gaps(summaries: list[dict], dataset: str, depth: int, total: int) -> list[str]:
@@ -226,14 +232,15 @@ def main() -> None:
         "`blockrank sweep-layers` command; per-query outputs and TREC run files stay in the git-ignored `runs/`; its",
         "header lists the exact phases and environment used for the committed summaries).",
         "",
-        f"Machine: {platform.machine()}, 2 CPU cores shared with other jobs, fp32, torch CPU. Model for every LM",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, torch CPU, fp32 unless a row",
+        "says otherwise; each summary records its torch thread count. Model for every LM",
         f"method: SmolLM2-135M-Instruct ({layers} layers), untrained for BlockRank, except the rows marked *trained*: the",
         "same model with the BlockRank LoRA adapter shipped as the default (`docs/training.md`). Metrics by",
         "`ir-measures`: nDCG@10 on graded labels; MRR@10 and recall count grade >= 2 relevant on TREC DL and grade",
         ">= 1 on SciFact. Every method reranks the same BM25 candidates; the first row of each table is BM25 itself on",
         "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` (or, where the heading says so, are the",
         "first n query ids in sorted order: `--first-queries`) and listed in each summary's `qids`. Rows marked with",
-        "devices were partly scored on a lent H100 (the same `blockrank eval` command; `per_query.jsonl` records the device).",
+        "devices were partly scored on a lent GPU (the same `blockrank eval` command; `per_query.jsonl` records the device).",
         "Attention-scored rows state their block cap and where the final query block sits: BlockRank-trained checkpoints",
         "keep the offset they were trained with (16384); for any other model the library now puts the query block right",
         "after the longest block, and the rows with the earlier default (16384) are kept beside it for comparison.",
@@ -249,9 +256,10 @@ def main() -> None:
     plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) >= 2}, labels, ROOT / "docs" / "results_ndcg.png")
 
     points, queries = plot_latency(summaries, ROOT / "docs" / "results_latency.png")
-    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets). The trained",
-            "BlockRank model is left out: its LoRA is merged, so it runs exactly the untrained model's computation, and its runs",
-            "shared a heavily loaded machine (and partly a GPU), so their times say nothing about the method:", ""]
+    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets). Rows of the",
+            "trained model are left out: its LoRA is merged, so it costs what the base model costs at the same block cap, and",
+            "its runs shared a heavily loaded machine (and partly a GPU). Where the query block sits does not change the",
+            "computation, so points of either placement are comparable:", ""]
     depths = sorted({d for p in points.values() for d in p})
     out += ["| method | " + " | ".join(f"N={d}" for d in depths) + " |", "|" + "---|" * (len(depths) + 1)]
     for method in METHOD_ORDER:
@@ -265,9 +273,9 @@ def main() -> None:
         plot_sweep(sweep, ROOT / "docs" / "results_sweep.png")
         best, default = sweep["best_layer"], sweep["default_layer"]
         out += [
-            "## Layer sweep (dev split: TREC DL21, not a reporting split)",
+            f"## Layer sweep (dev split: {sweep['dataset']}, not a reporting split)",
             "",
-            f"`blockrank sweep-layers --dataset dl21 --depth {sweep['depth']}`: BlockRank scores read at every layer of",
+            f"`blockrank sweep-layers --dataset {sweep['dataset']} --depth {sweep['depth']}`: BlockRank scores read at every layer of",
             f"{sweep['model']} from one forward per query, {sweep['num_queries']} queries. Best layer: **{best}** "
             f"(nDCG@10 {sweep['layers'][str(best)]['nDCG@10']:.4f}); current default L*={default} "
             f"(nDCG@10 {sweep['layers'][str(default)]['nDCG@10']:.4f}); BM25 on the same candidates "
@@ -300,7 +308,7 @@ def main() -> None:
         "- Pointwise and listwise at depth 100: the decoding baselines cost one forward per document or one",
         "  generation per window; they ran at depth 20, listwise on a seeded subset.",
     ]
-    out += coverage_gaps(summaries, "scifact-test", 100, totals["scifact-test"])
+    out += coverage_gaps(summaries, "dl19", 100, totals["dl19"]) + coverage_gaps(summaries, "scifact-test", 100, totals["scifact-test"])
     listed = {(s["dataset"], s["depth"], s["num_queries"], s["method"]) for s in summaries}
     for method in ("pointwise", "listwise"):
         if ("dl19", 20, totals["dl19"], method) not in listed:

@@ -2,12 +2,11 @@
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
 # Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained
-#        icr_full icr_default history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
+#        icr_full icr_default slow_top100 history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
-# The committed summaries came from: `results_runs.sh sweep dl19`; `SCIFACT_QUERIES=20 OMP_NUM_THREADS=1
-# results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
+# The committed summaries came from: `results_runs.sh sweep dl19`; `OMP_NUM_THREADS=1 results_runs.sh scifact`; `OMP_NUM_THREADS=1 results_runs.sh baselines`; `results_runs.sh baselines_full` (stopped
 # when the session's time ran out; only finished runs have summaries); the SciFact BM25 top-100 line of `extra`;
 # `results_runs.sh untrained trained` (2 threads, beside other jobs; the 300-query SciFact run spanned two sessions:
 # rerunning `trained` resumes it); `results_runs.sh icr_default` (2 threads; a run stopped by a session's end is
@@ -18,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOCKRANK=${BLOCKRANK:-.venv/bin/blockrank}
-SQ=${SCIFACT_QUERIES:-30}   # fixed random subset (seed 0) of the 300 SciFact test queries
-LQ=${LISTWISE_QUERIES:-10}  # fixed random subset (seed 0) for the slow listwise baseline
+SQ=${SCIFACT_QUERIES:-20}   # fixed random subset (seed 0) of the 300 SciFact test queries
+LQ=${LISTWISE_QUERIES:-10}  # fixed random subset (seed 0) for the slow baselines (decoding, full attention)
 TQ=${TRAINED_QUERIES:-20}   # the first TQ SciFact test query ids (sorted) for the trained-vs-untrained top-100 runs
 # The phases up to `extra` ran before the trained default existed, with the untrained base and the query block at
 # 16384; OLD states those settings so that rerunning them reproduces the committed summaries.
@@ -124,6 +123,16 @@ phase_icr_full() {  # ICR (untrained base) over all 300 SciFact test queries; re
   evaluate scifact-icr-top100 --dataset scifact --depth 100 --method icr --model $U
 }
 
+phase_slow_top100() {  # the slower modes at top-100 on a fixed seeded subset: decoding baselines (base model), full attention
+  for dataset in dl19 scifact; do
+    evaluate $dataset-pointwise-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method pointwise --model $U
+    evaluate $dataset-full-trained-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method full --model $T
+  done
+  for dataset in dl19 scifact; do
+    evaluate $dataset-listwise-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method listwise --model $U
+  done
+}
+
 phase_history() {  # earlier settings kept for comparison: the base with the query at 16384, the adapter with blocks of 384
   local O="--model $U --query-position-offset 16384"
   evaluate dl19-blockrank-top20-offset16384 --dataset dl19 --depth 20 $O
@@ -137,7 +146,7 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
 }
 
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full icr_default history)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full icr_default slow_top100 history)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"

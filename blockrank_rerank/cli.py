@@ -102,10 +102,13 @@ def command_demo(args: argparse.Namespace) -> int:
 def command_eval(args: argparse.Namespace) -> int:
     from .evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
 
+    if args.scoring_mode and args.method and args.scoring_mode != args.method:
+        raise ValueError(f"--scoring-mode {args.scoring_mode} contradicts --method {args.method}; give one of them")
+    args.method = args.method or args.scoring_mode or "blockrank"
     run = load_dataset(args.dataset)
     qids = args.qids.split(",") if args.qids else select_queries(run, args.queries, args.seed, first=args.first_queries)
     overrides = config_overrides(args)
-    overrides.pop("scoring_mode", None)
+    overrides.pop("scoring_mode", None)  # the method is the scoring mode
     output = Path(args.output or f"runs/{args.dataset}-{args.method}-top{args.depth}")
     scorer = build_scorer(args.method, args.model, **overrides)
     import torch
@@ -113,7 +116,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from .loading import EMBEDDED_DEFAULT
 
     settings = {"model": args.model or EMBEDDED_DEFAULT, "method": args.method, "queries": args.queries, "seed": args.seed,
-                "subset": "first" if args.first_queries else "seeded",
+                "subset": "qids" if args.qids else "first" if args.first_queries else "seeded",
                 "torch_threads": torch.get_num_threads(), **overrides}
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
@@ -232,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=command_demo)
 
     evaluation = commands.add_parser("eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage")
-    evaluation.add_argument("--method", choices=list(METHODS), default="blockrank")
+    evaluation.add_argument("--method", choices=list(METHODS), default=None,
+                            help="a scoring mode (same as --scoring-mode), a baseline, or first-stage (default: blockrank)")
     evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
     evaluation.add_argument("--first-queries", action="store_true", help="with --queries N: the first N query ids in sorted order, not a seeded sample")
     evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")

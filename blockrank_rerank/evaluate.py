@@ -140,6 +140,9 @@ def evaluate_scorer(
     missing = [q for q in qids if q not in run.candidates]
     if missing:
         raise ValueError(f"{len(missing)} query ids are not in {run.name}: {missing[:5]}")
+    longest = max((len(run.candidates[q]) for q in qids), default=0)
+    if depth > longest:  # Recall@depth would silently be Recall@longest
+        raise ValueError(f"depth={depth} but {run.name} has at most {longest} candidates per query; use --depth {longest} or less")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     identity = {"run": run.name, "method": method, "depth": depth,

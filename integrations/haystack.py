@@ -28,7 +28,8 @@ except ImportError as error:
 @component
 class BlockRankRanker:
     """Ranks Documents by BlockRank score and returns scored copies (`Document.score`, a float in [0, 1]
-    summing to 1 over one call), best first, cut to `top_k`. Inputs are never modified.
+    summing to 1 over one call; ICR mode: calibrated attention mass), best first, cut to `top_k`. Inputs are
+    never modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model

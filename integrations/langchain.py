@@ -25,7 +25,8 @@ except ImportError as error:
 
 class BlockRankRerank(BaseDocumentCompressor):
     """Reorders documents by BlockRank score, keeps `top_n` (None: all) and puts the score in
-    `metadata["relevance_score"]` (a float in [0, 1]; one call's scores sum to 1). Inputs are not modified.
+    `metadata["relevance_score"]` (a float in [0, 1], one call's scores summing to 1; ICR mode: calibrated
+    attention mass). Inputs are not modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model

@@ -28,7 +28,8 @@ dispatcher = get_dispatcher(__name__)
 
 
 class BlockRankReranker(BaseNodePostprocessor):
-    """Reorders retrieved nodes by BlockRank score (a float in [0, 1]; one call's scores sum to 1) and keeps `top_n`.
+    """Reorders retrieved nodes by BlockRank score and keeps `top_n` (scores: floats in [0, 1], one call's summing
+    to 1; ICR mode: calibrated attention mass).
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model

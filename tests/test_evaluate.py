@@ -138,6 +138,17 @@ def test_cli_eval_writes_run_and_summary(tmp_path, capsys):
     assert "first stage" in capsys.readouterr().out
 
 
+def test_cli_eval_takes_the_scoring_mode_as_method_and_refuses_contradictions(tmp_path, capsys):
+    require_data("trec-dl")
+    common = ["eval", "--dataset", "dl19", "--depth", "10", "--qids", "1037798", "--no-progress"]
+    assert main([*common, "--method", "first-stage", "--scoring-mode", "icr", "--output", str(tmp_path / "a")]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    assert main([*common, "--depth", "101", "--method", "first-stage", "--output", str(tmp_path / "b")]) == 2
+    assert "at most 100 candidates" in capsys.readouterr().err
+    assert main([*common, "--method", "first-stage", "--output", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["settings"]["subset"] == "qids"
+
+
 def test_cli_sweep_refuses_reporting_splits(capsys):
     assert main(["sweep-layers", "--dataset", "dl19"]) == 2
     assert "dev split" in capsys.readouterr().err

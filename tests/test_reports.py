@@ -27,11 +27,12 @@ def summary(method: str, n: int, model: str = "embedded:smollm2-135m-instruct", 
             "seconds_per_query": {"mean": seconds, "median": seconds}, "settings": {"model": model, **settings}}
 
 
-def test_attention_modes_of_a_trained_model_get_their_own_rows():
+def test_lm_methods_of_a_trained_model_get_their_own_rows():
     assert make_results.row_method(summary("blockrank", 1, TRAINED)) == "blockrank-trained"
     assert make_results.row_method(summary("icr", 1, TRAINED)) == "icr-trained"
     assert make_results.row_method(summary("icr", 1)) == "icr"
-    assert make_results.row_method(summary("pointwise", 1, TRAINED)) == "pointwise"
+    assert make_results.row_method(summary("pointwise", 1, TRAINED)) == "pointwise-trained"
+    assert make_results.row_method(summary("biencoder", 1, TRAINED)) == "biencoder"  # no LM: the model setting is moot
 
 
 def test_block_settings_name_cap_offset_and_a_non_default_dtype():
