@@ -59,7 +59,7 @@ def block_settings(summary: dict, short: bool = False) -> str:
         return ""
     settings = summary.get("settings", {})
     blocks = settings.get("max_block_tokens", "?")
-    if summary["method"] == "full":  # plain causal positions: the offset does not apply
+    if summary["method"] in ("full", "full-trained"):  # plain causal positions: the offset does not apply
         return f"b{blocks}" if short else f"blocks ≤ {blocks}, causal positions"
     if "query_position_offset" not in settings:
         where, tag = "at an unrecorded position", "?"
@@ -117,15 +117,16 @@ def devices_note(summary: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     names = metric_names(rows[0])
-    header = "| method | " + " | ".join(names) + " | s/query (mean) | s/query (median) |"
-    lines = [header, "|" + "---|" * (len(names) + 3)]
+    header = "| method | " + " | ".join(names) + " | s/query (mean) | s/query (median) | torch threads |"
+    lines = [header, "|" + "---|" * (len(names) + 4)]
     if rows[0]["method"] != "first-stage":  # the first stage on these candidates, from the rerankers' own summary
         bm25 = rows[0]["first_stage_metrics"]
-        lines.append(f"| {METHOD_NAMES['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | 0.00 | 0.00 |")
+        lines.append(f"| {METHOD_NAMES['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | 0.00 | 0.00 | — |")
     for s in rows:
         values = " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
         seconds = s["seconds_per_query"]
-        lines.append(f"| {row_name(s)} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} |")
+        threads = s.get("settings", {}).get("torch_threads", "?")
+        lines.append(f"| {row_name(s)} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} | {threads} |")
     return "\n".join(lines)
 
 
@@ -154,7 +155,7 @@ def plot_latency(summaries: list[dict], path: Path) -> dict:
         # The trained model costs exactly what the untrained one does (merged LoRA); its runs shared a loaded machine.
         if s["dataset"] == "dl19" and s["method"] != "first-stage" and not s["method"].endswith("-trained"):
             points[s["method"]][s["depth"]] = s["seconds_per_query"]["mean"]
-            queries[(s["method"], s["depth"])] = s["num_queries"]
+            queries[(s["method"], s["depth"])] = f'{s["num_queries"]} q, {s.get("settings", {}).get("torch_threads", "?")} thr'
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in METHOD_ORDER:
         if method in points:
@@ -256,7 +257,7 @@ def main() -> None:
     plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) >= 2}, labels, ROOT / "docs" / "results_ndcg.png")
 
     points, queries = plot_latency(summaries, ROOT / "docs" / "results_latency.png")
-    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (queries averaged in brackets). Rows of the",
+    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (in brackets: queries averaged, torch threads). Rows of the",
             "trained model are left out: its LoRA is merged, so it costs what the base model costs at the same block cap, and",
             "its runs shared a heavily loaded machine (and partly a GPU). Where the query block sits does not change the",
             "computation, so points of either placement are comparable:", ""]

@@ -2,7 +2,7 @@
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
 # Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained
-#        icr_full icr_default slow_top100 history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
+#        icr_full icr_default slow_top100 subsets_top100 history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -79,7 +79,10 @@ subset_of() {  # name, finished run, eval arguments: summarise a subset of a fin
   local name=$1 source=$2; shift 2
   mkdir -p "runs/$name"
   cp "runs/$source/per_query.jsonl" "runs/$name/"
-  evaluate "$name" "$@"
+  [ -f "runs/$source/identity.json" ] && cp "runs/$source/identity.json" "runs/$name/"  # the same settings: resumes silently
+  local threads  # the summary records the thread count the source run's queries were timed with
+  threads=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['settings'].get('torch_threads', ''))" "runs/$source/summary.json" 2>/dev/null || true)
+  OMP_NUM_THREADS=${threads:-${OMP_NUM_THREADS:-}} evaluate "$name" "$@"
 }
 
 phase_trained() {  # docs/training.md: the adapter on the reporting sets (longest first)
@@ -133,6 +136,14 @@ phase_slow_top100() {  # the slower modes at top-100 on a fixed seeded subset: d
   done
 }
 
+phase_subsets_top100() {  # the finished all-query top-100 runs on slow_top100's seeded subsets, for a like-for-like table
+  subset_of dl19-trained-top100-q$LQ dl19-trained-top100 --dataset dl19 --depth 100 --queries "$LQ" --model $T
+  subset_of dl19-icr-trained-top100-q$LQ dl19-icr-trained-top100 --dataset dl19 --depth 100 --queries "$LQ" --method icr --model $T
+  evaluate dl19-biencoder-top100-q$LQ --dataset dl19 --depth 100 --queries "$LQ" --method biencoder  # cheap: rerun
+  evaluate scifact-biencoder-top100-q$LQ --dataset scifact --depth 100 --queries "$LQ" --method biencoder
+  subset_of scifact-trained-top100-q$LQ scifact-trained-top100 --dataset scifact --depth 100 --queries "$LQ" --model $T
+}
+
 phase_history() {  # earlier settings kept for comparison: the base with the query at 16384, the adapter with blocks of 384
   local O="--model $U --query-position-offset 16384"
   evaluate dl19-blockrank-top20-offset16384 --dataset dl19 --depth 20 $O
@@ -146,7 +157,7 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
 }
 
 phases=("$@")
-[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full icr_default slow_top100 history)
+[ ${#phases[@]} -eq 0 ] && phases=(sweep dl19 scifact baselines baselines_full extra trained untrained icr_full icr_default slow_top100 subsets_top100 history)
 for phase in "${phases[@]}"; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "phase_$phase"
