@@ -129,11 +129,11 @@ phase_icr_full() {  # ICR (untrained base) over all 300 SciFact test queries; re
 phase_slow_top100() {  # the slower modes at top-100 on a fixed seeded subset: decoding baselines (base model), full attention
   for dataset in dl19 scifact; do
     evaluate $dataset-pointwise-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method pointwise --model $U
-    evaluate $dataset-full-trained-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method full --model $T
   done
-  for dataset in dl19 scifact; do
-    evaluate $dataset-listwise-top100-q$LQ --dataset $dataset --depth 100 --queries "$LQ" --method listwise --model $U
-  done
+  evaluate dl19-full-trained-top100-q$LQ --dataset dl19 --depth 100 --queries "$LQ" --method full --model $T
+  evaluate dl19-listwise-top100-q$LQ --dataset dl19 --depth 100 --queries "$LQ" --method listwise --model $U
+  evaluate scifact-full-trained-top100-q$LQ --dataset scifact --depth 100 --queries "$LQ" --method full --model $T
+  evaluate scifact-listwise-top100-q$LQ --dataset scifact --depth 100 --queries "$LQ" --method listwise --model $U
 }
 
 phase_subsets_top100() {  # the finished all-query top-100 runs on slow_top100's seeded subsets, for a like-for-like table
