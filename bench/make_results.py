@@ -150,12 +150,12 @@ def plot_ndcg(groups: dict, labels: dict, path: Path) -> None:
 def plot_latency(summaries: list[dict], path: Path) -> dict:
     """Mean seconds per query against N (the rerank depth) per method on DL19, and the query count behind each."""
     points: dict[str, dict[int, float]] = defaultdict(dict)
-    queries: dict[tuple, int] = {}
-    for s in sorted(summaries, key=lambda s: s["num_queries"]):  # the run with the most queries wins
-        # The trained model costs exactly what the untrained one does (merged LoRA); its runs shared a loaded machine.
-        if s["dataset"] == "dl19" and s["method"] != "first-stage" and not s["method"].endswith("-trained"):
-            points[s["method"]][s["depth"]] = s["seconds_per_query"]["mean"]
-            queries[(s["method"], s["depth"])] = f'{s["num_queries"]} q, {s.get("settings", {}).get("torch_threads", "?")} thr'
+    queries: dict[tuple, str] = {}
+    for depth in sorted({s["depth"] for s in summaries if s["dataset"] == "dl19"}):
+        for method, s in largest_runs(summaries, "dl19", depth).items():
+            if not method.endswith("-trained"):  # a merged LoRA costs what the base costs; its runs shared a loaded machine
+                points[method][depth] = s["seconds_per_query"]["mean"]
+                queries[(method, depth)] = f'{s["num_queries"]} q, {s.get("settings", {}).get("torch_threads", "?")} thr'
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in METHOD_ORDER:
         if method in points:
@@ -190,15 +190,20 @@ def plot_sweep(sweep: dict, path: Path) -> None:
 EXPECTED_EVERYWHERE = ("blockrank-trained", "icr-trained", "full-trained", "biencoder")  # the default's modes, the reference
 
 
-def coverage_gaps(summaries: list[dict], dataset: str, depth: int, total: int) -> list[str]:
-    """A line per reranker run on `dataset` at `depth` over fewer than `total` queries (or expected and not run)."""
+def largest_runs(summaries: list[dict], dataset: str, depth: int) -> dict[str, dict]:
+    """Per reranking method, its run on `dataset` at `depth` over the most queries (ties: a CPU-only one, then the later file)."""
     largest: dict[str, dict] = {}
     for s in summaries:
         if s["dataset"] == dataset and s["depth"] == depth and s["method"] != "first-stage":
             best = largest.get(s["method"])
-            cpu_only = not devices_note(s)  # on a tie, a CPU-only run gives the comparable time
-            if best is None or (s["num_queries"], cpu_only) > (best["num_queries"], not devices_note(best)):
+            if best is None or (s["num_queries"], not devices_note(s)) >= (best["num_queries"], not devices_note(best)):
                 largest[s["method"]] = s
+    return largest
+
+
+def coverage_gaps(summaries: list[dict], dataset: str, depth: int, total: int) -> list[str]:
+    """A line per reranker run on `dataset` at `depth` over fewer than `total` queries (or expected and not run)."""
+    largest = largest_runs(summaries, dataset, depth)
     lines = []
     for method in METHOD_ORDER:
         s = largest.get(method)
