@@ -73,9 +73,21 @@ def block_settings(summary: dict, short: bool = False) -> str:
     return f"blocks ≤ {blocks}, query {where}" + ("" if dtype == "float32" else f", {dtype}")
 
 
+def cache_note(summary: dict, short: bool = False) -> str:
+    """A bi-encoder run that reused document embeddings across queries: same scores, amortised s/query ("" otherwise)."""
+    if not summary.get("settings", {}).get("document_embedding_cache"):
+        return ""
+    return "cached" if short else "document embeddings cached across queries (s/query amortised)"
+
+
+def run_note(summary: dict, short: bool = False) -> str:
+    """What sets this run apart from others of its method: block settings, or the bi-encoder's cache."""
+    return block_settings(summary, short) or cache_note(summary, short)
+
+
 def row_name(summary: dict) -> str:
     name = METHOD_NAMES.get(summary["method"], summary["method"])
-    note = block_settings(summary)
+    note = run_note(summary)
     return f"{name}; {note}" if note else name
 
 
@@ -138,7 +150,7 @@ def plot_ndcg(groups: dict, labels: dict, path: Path) -> None:
     for ax, key in zip(axes[0], keys):
         rows = groups[key]
         ax.bar(range(len(rows)), [s["metrics"]["nDCG@10"] for s in rows], color=[f"C{METHOD_ORDER.index(s['method'])}" for s in rows])
-        ax.set_xticks(range(len(rows)), [f"{s['method']} {block_settings(s, short=True)}".strip() for s in rows], rotation=40, ha="right", fontsize=7)
+        ax.set_xticks(range(len(rows)), [f"{s['method']} {run_note(s, short=True)}".strip() for s in rows], rotation=40, ha="right", fontsize=7)
         ax.set_title(labels[key], fontsize=8, wrap=True)
         ax.set_ylabel("nDCG@10")
         ax.axhline(rows[0]["first_stage_metrics"]["nDCG@10"], color="grey", linestyle="--", linewidth=1)
@@ -225,7 +237,7 @@ def main() -> None:
     for s in summaries:
         groups[setting_key(s)].append(s)
     for rows in groups.values():
-        rows.sort(key=lambda s: (METHOD_ORDER.index(s["method"]), block_settings(s)))
+        rows.sort(key=lambda s: (METHOD_ORDER.index(s["method"]), run_note(s)))
     ordered = sorted(groups, key=lambda k: (k[0], -len(k[2]), -k[1]))
     labels = {k: setting_label(groups[k][0], totals) for k in ordered}
 

@@ -63,7 +63,7 @@ phase_baselines_full() {
 }
 
 phase_scifact_biencoder() {  # the independent reference over all 300 SciFact test queries
-  evaluate scifact-biencoder-top100 --dataset scifact --depth 100 --method biencoder
+  evaluate scifact-biencoder-top100 --dataset scifact --depth 100 --method biencoder --cache-document-embeddings
 }
 
 phase_extra() {

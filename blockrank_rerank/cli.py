@@ -110,7 +110,7 @@ def command_eval(args: argparse.Namespace) -> int:
     overrides = config_overrides(args)
     overrides.pop("scoring_mode", None)  # the method is the scoring mode
     output = Path(args.output or f"runs/{args.dataset}-{args.method}-top{args.depth}")
-    scorer = build_scorer(args.method, args.model, **overrides)
+    scorer = build_scorer(args.method, args.model, cache_documents=args.cache_document_embeddings, **overrides)
     import torch
 
     from .loading import EMBEDDED_DEFAULT
@@ -118,6 +118,8 @@ def command_eval(args: argparse.Namespace) -> int:
     settings = {"model": args.model or EMBEDDED_DEFAULT, "method": args.method, "queries": args.queries, "seed": args.seed,
                 "subset": "qids" if args.qids else "first" if args.first_queries else "seeded",
                 "torch_threads": torch.get_num_threads(), **overrides}
+    if args.cache_document_embeddings:  # scores unchanged, s/query amortised over the queries that share documents
+        settings["document_embedding_cache"] = True
     if hasattr(scorer, "scoring_layer"):
         settings["scoring_layer"] = scorer.scoring_layer
     if hasattr(scorer, "config"):  # the resolved settings that shape scores: the model's own unless overridden
@@ -239,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a scoring mode (same as --scoring-mode), a baseline, or first-stage (default: blockrank)")
     evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
     evaluation.add_argument("--first-queries", action="store_true", help="with --queries N: the first N query ids in sorted order, not a seeded sample")
+    evaluation.add_argument("--cache-document-embeddings", action="store_true",
+                            help="bi-encoder only: embed each document once and reuse it under later queries (s/query is then amortised)")
     evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")
     add_eval_arguments(evaluation, "dl19", 100)
     add_model_arguments(evaluation)

