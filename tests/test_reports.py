@@ -43,6 +43,12 @@ def test_block_settings_name_cap_offset_and_a_non_default_dtype():
     assert make_results.block_settings(summary("biencoder", 1)) == ""
 
 
+def test_a_cached_bi_encoder_run_says_its_time_is_amortised():
+    cached = summary("biencoder", 1, document_embedding_cache=True)
+    assert "amortised" in make_results.row_name(cached) and make_results.run_note(cached, short=True) == "cached"
+    assert make_results.run_note(summary("biencoder", 1)) == ""
+
+
 def test_coverage_gaps_report_the_largest_partial_run_and_missing_expected_modes():
     summaries = [summary("blockrank-trained", 300), summary("icr-trained", 20, seconds=30.0), summary("icr-trained", 120, seconds=36.0)]
     lines = make_results.coverage_gaps(summaries, "scifact-test", 100, 300)
