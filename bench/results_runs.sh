@@ -11,6 +11,7 @@
 # `results_runs.sh untrained trained` (2 threads, beside other jobs; the 300-query SciFact run spanned two sessions:
 # rerunning `trained` resumes it); `results_runs.sh icr_default` (2 threads; a run stopped by a session's end is
 # summarised by `ICR_DONE=K results_runs.sh icr_default_partial` and resumes on a rerun);
+# `OMP_NUM_THREADS=1 results_runs.sh scifact_biencoder` (beside icr_default; document embeddings cached across queries);
 # the `history` summaries came from the same commands in earlier sessions, partly on a lent H100 (their
 # "device" field says cuda; summaries count queries per device). Run directories remember their settings
 # (identity.json) and refuse to resume with other ones.
