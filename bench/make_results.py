@@ -263,9 +263,9 @@ def main() -> None:
         "Attention-scored rows state their block cap and where the final query block sits: BlockRank-trained checkpoints",
         "keep the offset they were trained with (16384); for any other model the library now puts the query block right",
         "after the longest block, and the rows with the earlier default (16384) are kept beside it for comparison.",
-        "Time per query is wall-clock on a shared machine (other jobs ran beside these, and to fit the session the",
-        "seeded-subset runs and the DL19 bi-encoder top-100 run were launched with OMP_NUM_THREADS=1 next to a",
-        "2-thread run), so treat it as indicative only; `bench/scaling.py` measures latency under controlled conditions.",
+        "Time per query is wall-clock on a shared machine (other jobs ran beside these, and to fit the sessions the",
+        "runs with 1 in the threads column were launched with OMP_NUM_THREADS=1 next to a 2-thread run), so treat it",
+        "as indicative only; `bench/scaling.py` measures latency under controlled conditions.",
         "",
     ]
     for key in ordered:
