@@ -43,16 +43,19 @@ class BiEncoder(BaselineReranker):
         self.cache_documents = cache_documents
         self.document_vectors: dict[str, torch.Tensor] = {}  # text -> (384,), filled only when caching
 
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm embeddings of `texts`, (N, 384)."""
+        return self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)
+
     def encode_documents(self, contents: list[str]) -> torch.Tensor:
-        """Unit-norm embeddings of `contents`, (N, 384), encoding only the texts not already cached."""
+        """Embeddings of `contents`, (N, 384), encoding only the texts not already cached."""
         if not self.cache_documents:
-            return self.encoder.encode(contents, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)
+            return self.encode(contents)
         new = list(dict.fromkeys(text for text in contents if text not in self.document_vectors))
         if new:
-            vectors = self.encoder.encode(new, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True)
-            self.document_vectors.update(zip(new, vectors))
+            self.document_vectors.update(zip(new, self.encode(new)))
         return torch.stack([self.document_vectors[text] for text in contents])
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
-        query_vector = self.encoder.encode([query], normalize_embeddings=True, convert_to_tensor=True)  # (1, 384)
+        query_vector = self.encode([query])  # (1, 384)
         return (self.encode_documents(contents) @ query_vector[0]).float().tolist()  # (N, 384) @ (384,) -> (N,)
