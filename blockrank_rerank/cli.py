@@ -1,19 +1,50 @@
-"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`, `train`."""
+"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`, `train`.
+
+`main` is the one place that turns failures into exit statuses: one line `blockrank: error: ...` on stderr
+and status 2 for every expected failure, 130 for Ctrl-C, 141 (quietly) when the reader of stdout went
+away (`| head`), 1 for an unexpected error (a bug), and never a traceback (`--verbose` adds one for a bug).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
 import logging
+import math
 import os
+import re
 import sys
+import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, TextIO
+from typing import Any, Iterable, Iterator, NoReturn, Optional, Sequence, TextIO
+
+import torch
 
 from .config import BlockRankConfig
+
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, what `yes | head -1` reports for `yes`: the output was cut short by its reader
+# Failures of the input, the arguments or the environment, reported as `blockrank: error: ...` with status 2.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, RecursionError, MemoryError, torch.OutOfMemoryError)
+UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as the surrogateescape error handler keeps them
+OTHER_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # lone surrogates no byte stands for (an argv built in Python)
+# Line breaks that JSON allows unescaped inside strings but `str.splitlines` splits on: escaped so one record is one line.
+LINE_BREAKS_IN_JSON = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+class UsageError(ValueError):
+    """A malformed command line (argparse's own error), raised so that `main` reports it like any other."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing its usage and exiting, so that every error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,60 +66,150 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def read_documents(stream: TextIO, fmt: str) -> list[Any]:
-    """Documents from JSONL (a JSON string or an object with "text"/"content" per line) or TSV (`id<TAB>text` or `text`)."""
+def read_documents(lines: Iterable[str], fmt: str, max_documents: Optional[int] = None) -> list[Any]:
+    """Documents from JSONL (a JSON string or an object with "text"/"content" per line) or TSV (`id<TAB>text` or `text`).
+
+    Reading stops with a ValueError at the first document beyond `max_documents`, so memory is bounded by
+    the limit, not by the length of the input.
+    """
     documents: list[Any] = []
-    for number, line in enumerate(stream, start=1):
-        line = line.rstrip("\n")
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
         if not line.strip():
             continue
-        if fmt == "jsonl":
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"line {number} is not valid JSON: {error.msg}") from None
-            if not isinstance(item, (str, dict)):
-                raise ValueError(f"line {number}: expected a JSON string or object, got {type(item).__name__}")
-            documents.append(item)
-        else:
-            docid, sep, text = line.partition("\t")
-            documents.append({"id": docid, "text": text} if sep else line)
+        if max_documents is not None and len(documents) >= max_documents:
+            raise ValueError(f"the input holds more than {max_documents} documents (line {number}); "
+                             f"raise the limit with --max-documents N, or --max-documents 0 for none")
+        documents.append(parse_line(line, number) if fmt == "jsonl" else tsv_document(line))
     return documents
 
 
-def open_text(path: str) -> TextIO:
-    """A file (or stdin for "-") decoded as UTF-8; undecodable bytes become U+FFFD with a warning."""
-    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+def parse_line(line: str, number: int) -> Any:
+    """The document on JSONL line `number`: a JSON string or object; ValueError naming the line otherwise."""
     try:
-        return io.StringIO(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        warnings.warn(f"{path}: not valid UTF-8; undecodable bytes replaced with U+FFFD", stacklevel=2)
-        return io.StringIO(raw.decode("utf-8", errors="replace"))
+        item = json.loads(line)
+    except RecursionError:
+        raise ValueError(f"line {number} is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, or an integer too long to convert
+        raise ValueError(f"line {number} is not valid JSON: {getattr(error, 'msg', error)}") from None
+    if not isinstance(item, (str, dict)):
+        raise ValueError(f"line {number}: expected a JSON string or object, got {type(item).__name__}")
+    return item
+
+
+def tsv_document(line: str) -> Any:
+    """A TSV line as a document: `id<TAB>text` as a mapping, a line without a tab as plain text."""
+    docid, sep, text = line.partition("\t")
+    return {"id": docid, "text": text} if sep else line
+
+
+@contextlib.contextmanager
+def open_text(path: str) -> Iterator[Iterator[str]]:
+    """Lines of a file (or stdin for "-"), decoded as UTF-8 while they are read.
+
+    A leading byte order mark is dropped; "\\n", "\\r\\n" and a lone "\\r" all end a line; undecodable bytes
+    become U+FFFD with one warning. The input is decoded a chunk at a time, so a reader that stops early
+    never holds the rest of it.
+    """
+    if path != "-":
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as text:
+            yield decoded_lines(text, path)
+        return
+    if sys.stdin is None:
+        raise OSError("stdin is closed; give the documents with --input FILE")
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # stdin replaced by a text stream (an embedding program, a test)
+        yield iter(sys.stdin)
+        return
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    try:
+        yield decoded_lines(text, "stdin")
+    finally:
+        text.detach()  # leave sys.stdin open
+
+
+def decoded_lines(text: TextIO, name: str) -> Iterator[str]:
+    """Lines of `text` (decoded with surrogateescape) with undecodable bytes replaced by U+FFFD, warned about once."""
+    warned = False
+    for line in text:
+        if UNDECODABLE.search(line):
+            line = line.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+            if not warned:
+                warnings.warn(f"{name}: not valid UTF-8; undecodable bytes replaced with U+FFFD", stacklevel=2)
+                warned = True
+        yield line
 
 
 def argument_text(value: str, name: str) -> str:
-    """A command-line argument as text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD, with a warning."""
+    """A command-line argument as text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD, with a warning.
+
+    Other lone surrogates, which no command line produces but an `argv` passed to `main` may hold, become U+FFFD too.
+    """
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         warnings.warn(f"{name}: not valid UTF-8; undecodable bytes replaced with U+FFFD", stacklevel=2)
-        return os.fsencode(value).decode("utf-8", errors="replace")
+        return OTHER_SURROGATES.sub("\ufffd", value).encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
     return value
 
 
+def document_limit(value: Optional[int]) -> Optional[int]:
+    """The document limit for `--max-documents value`: BlockRankConfig's default when absent, None (no limit) for 0."""
+    if value is None:
+        return next(f.default for f in dataclasses.fields(BlockRankConfig) if f.name == "max_documents")
+    return value or None
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an int >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float (JSON input may hold them) replaced by None, dicts and lists walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def json_line(item: dict[str, Any]) -> str:
+    """`item` as one line of strict JSON: non-finite numbers become null, line separators inside strings are escaped."""
+    try:
+        line = json.dumps(item, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity somewhere in the caller's id or metadata
+        line = json.dumps(finite_json(item), ensure_ascii=False, allow_nan=False)
+    for character, escape in LINE_BREAKS_IN_JSON.items():
+        line = line.replace(character, escape)
+    return line
+
+
 def command_rerank(args: argparse.Namespace) -> int:
+    from .inputs import check_documents, check_query, check_top_k
     from .reranker import BlockRank
 
     fmt = args.format or ("tsv" if str(args.input).endswith((".tsv", ".txt")) else "jsonl")
-    documents = read_documents(open_text(args.input), fmt)
-    ranker = BlockRank.from_pretrained(args.model, **config_overrides(args))
-    result = ranker.rerank(argument_text(args.query, "--query"), documents, top_k=args.top_k)
+    query = check_query(argument_text(args.query, "--query"))
+    top_k = check_top_k(args.top_k, "--top-k")
+    limit = document_limit(args.max_documents)
+    with open_text(args.input) as lines:
+        documents = read_documents(lines, fmt, limit)
+    candidates = check_documents(documents, limit)  # bad documents fail before the model loads
+    del documents
+    ranker = BlockRank.from_pretrained(args.model, **config_overrides(args), max_documents=limit)
+    result = ranker.rank_candidates(query, candidates, top_k)
     for item in result.to_dicts():
         if not args.with_text:
             item.pop("text")
         if not item["metadata"]:
             item.pop("metadata")
-        print(json.dumps(item, ensure_ascii=False))
+        sys.stdout.write(json_line(item) + "\n")
     return 0
 
 
@@ -215,7 +336,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import METHODS
 
-    parser = argparse.ArgumentParser(prog="blockrank", description="BlockRank reranking with causal LMs.")
+    parser = Parser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -225,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--format", choices=["jsonl", "tsv"], default=None, help="default: from the file extension, else jsonl")
     rerank.add_argument("--top-k", type=int, default=None)
     rerank.add_argument("--with-text", action="store_true", help="include each document's text in the output")
+    rerank.add_argument("--max-documents", type=non_negative_int, default=None,
+                        help=f"stop with an error past this many documents, before reading further (default: {document_limit(None)}; 0: no limit)")
     add_model_arguments(rerank)
     rerank.set_defaults(handler=command_rerank)
 
@@ -263,13 +386,82 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Run one command and return its exit status; every failure is one line on stderr, never a traceback (see the module doc)."""
+    verbose = False
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = warning_line
     try:
-        return args.handler(args)
-    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
-        print(f"blockrank: error: {error}", file=sys.stderr)
-        return 2
+        if sys.stdout is None:
+            raise OSError("stdout is closed; redirect it to a file (or to /dev/null) instead")
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        status = args.handler(args)
+        sys.stdout.flush()  # a write error surfaces here, not in the interpreter's final flush
+        return status
+    except BrokenPipeError:
+        discard_stdout()
+        return BROKEN_PIPE_STATUS
+    except KeyboardInterrupt:
+        return fail("interrupted", INTERRUPTED_STATUS)
+    except EXPECTED_ERRORS as error:
+        return fail(describe(error), 2)
+    except Exception as error:
+        if verbose:
+            traceback.print_exc()
+        return fail(f"unexpected {describe(error)} (a bug: please report it; --verbose shows the traceback)", 1)
+    finally:
+        warnings.formatwarning = format_warning
+
+
+def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Optional[str] = None) -> str:
+    """A warning as one line `blockrank: warning: ...`, not Python's two (location, then source line)."""
+    return f"blockrank: warning: {one_line(str(message))}\n"
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: its line breaks, of any kind, become spaces."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def describe(error: BaseException) -> str:
+    """A one-line description of `error`: its message, or its type when it has none (MemoryError)."""
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    if isinstance(error, RecursionError):
+        return "input nested too deeply (recursion limit reached)"
+    message = one_line(str(error))
+    if isinstance(error, EXPECTED_ERRORS) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def fail(message: str, status: int) -> int:
+    """Print `blockrank: error: message` on stderr (when there is one) and return `status`."""
+    settle_stdout()
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        print(f"blockrank: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def settle_stdout() -> None:
+    """Flush stdout; when that fails (closed pipe, full disk), drop the output so the interpreter's exit does not report it again."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so the final flush of output nobody reads neither fails nor prints "Exception ignored"."""
+    try:
+        descriptor = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):  # no stdout, or one without a descriptor (a test's capture)
+        return
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ import torch
 SCORING_MODES = ("blockrank", "full", "icr")
 ATTENTION_BACKENDS = ("auto", "triton", "torch", "dense")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # device types a reranker can compute on
+MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
+MAX_BLOCK_TOKENS = 2**24  # no model has a longer context; keeps every default position far below MAX_POSITION
+MODEL_SETTINGS = ("scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens")  # facts about a trained model
 
 # Per-checkpoint settings that are facts about how the checkpoint was trained.
 KNOWN_CHECKPOINTS: dict[str, dict[str, Any]] = {
@@ -34,6 +38,46 @@ def default_scoring_layer(num_layers: int) -> int:
     return min(num_layers - 1, round(num_layers * 5 / 8))
 
 
+def check_int(name: str, value: Any, low: int, high: int, optional: bool = False, why: str = "") -> None:
+    """Refuse a non-int (bools included) or out-of-range value, so it fails here and not as an overflow deep in torch."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        kind = "an int" + (" or None" if optional else "")
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be {kind} in [{low}, {high}]{reason}, got {value!r}")
+
+
+def check_device(device: Any) -> torch.device:
+    """The torch device for `device`, refused with a ValueError when malformed, unsupported or absent on this machine."""
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a device; use one of {DEVICE_TYPES}, with an index if needed ('cuda:1')") from None
+    if parsed.type == "meta":
+        raise ValueError(f"device {device!r}: cannot compute scores on meta (it holds shapes, no data)")
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"device {device!r}: type {parsed.type!r} is not supported; supported: {DEVICE_TYPES}")
+    count = device_count(parsed.type)
+    if count == 0:
+        raise ValueError(f"device {device!r}: no {parsed.type} device is available on this machine (use device='cpu')")
+    if parsed.type != "cpu" and parsed.index is not None and parsed.index >= count:
+        raise ValueError(f"device {device!r}: this machine has {count} {parsed.type} device(s), indices 0..{count - 1}")
+    return parsed
+
+
+def device_count(device_type: str) -> int:
+    """How many devices of `device_type` this process can use (mps counts as one when available)."""
+    if device_type == "cpu":
+        return 1
+    if device_type == "mps":
+        return int(torch.backends.mps.is_available())
+    backend = getattr(torch, device_type)
+    return backend.device_count() if backend.is_available() else 0
+
+
 @dataclass(frozen=True)
 class BlockRankConfig:
     """How a prompt is built, run and scored. Unknown keys raise `TypeError` (dataclass semantics)."""
@@ -49,28 +93,27 @@ class BlockRankConfig:
     device: str = "cpu"  # torch device string
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)
     memory_budget_mb: Optional[float] = 2048  # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly; None: always one shot
+    max_documents: Optional[int] = 100_000  # most documents one call takes (ValueError above it; the CLI stops reading there): bounds per-document memory; None: no limit
 
     def __post_init__(self) -> None:
-        if self.scoring_layer is not None and (not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
-            raise ValueError(f"scoring_layer must be a non-negative int or None, got {self.scoring_layer!r}")
-        if not isinstance(self.num_signal_tokens, int) or self.num_signal_tokens < 1:
-            raise ValueError(f"num_signal_tokens must be an int >= 1, got {self.num_signal_tokens!r}")
-        if self.query_position_offset is not None and (not isinstance(self.query_position_offset, int) or self.query_position_offset < 0):
-            raise ValueError(f"query_position_offset must be an int >= 0 or None, got {self.query_position_offset!r}")
-        if not isinstance(self.max_block_tokens, int) or self.max_block_tokens < 8:
-            raise ValueError(f"max_block_tokens must be an int >= 8, got {self.max_block_tokens!r}")
+        check_int("scoring_layer", self.scoring_layer, 0, MAX_POSITION, optional=True)
+        check_int("max_block_tokens", self.max_block_tokens, 8, MAX_BLOCK_TOKENS)
+        check_int("num_signal_tokens", self.num_signal_tokens, 1, self.max_block_tokens)
+        check_int("query_position_offset", self.query_position_offset, 0, MAX_POSITION - self.max_block_tokens, optional=True,
+                  why=f"the query block's positions run up to offset + max_block_tokens ({self.max_block_tokens}), which must stay <= {MAX_POSITION}")
         if self.scoring_mode not in SCORING_MODES:
             raise ValueError(f"scoring_mode must be one of {SCORING_MODES}, got {self.scoring_mode!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
-        if self.dtype not in DTYPES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
-            raise ValueError(f"batch_tokens must be an int >= 1, got {self.batch_tokens!r}")
+        check_int("batch_tokens", self.batch_tokens, 1, MAX_POSITION)
         budget = self.memory_budget_mb
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
             raise ValueError(f"memory_budget_mb must be None or a number > 0, got {budget!r}")
-        torch.device(self.device)  # raises RuntimeError naming a malformed device string
+        if self.max_documents is not None and (isinstance(self.max_documents, bool) or not isinstance(self.max_documents, int) or self.max_documents < 1):
+            raise ValueError(f"max_documents must be None or an int >= 1, got {self.max_documents!r}")
+        check_device(self.device)
 
     @property
     def torch_dtype(self) -> torch.dtype:

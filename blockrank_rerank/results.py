@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, overload
 
 @dataclass(frozen=True)
 class RankedDocument:
-    """One candidate after reranking, carrying the caller's id and metadata untouched."""
+    """One candidate after reranking, carrying the caller's id and metadata (lone surrogates in their strings replaced by U+FFFD)."""
 
     index: int  # position in the caller's input list
     score: float  # share of the signal attention, in [0, 1]; scores of one call sum to 1

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from .control_tokens import ControlTokenGuard, encode_plain
 from .inputs import clean_text
 from .prompt import build_segments
 
@@ -33,23 +34,28 @@ class TokenizedPrompt:
         return len(self.documents)
 
 
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def encode_prompt(tokenizer: Any, query: str, contents: list[str]) -> list[list[int]]:
+    """Ids of every segment (prefix, documents, query block, answer opening); control strings in user text stay plain."""
+    guard = ControlTokenGuard(tokenizer, [query, *contents])
+    segments = build_segments(tokenizer, guard.escape(query), [guard.escape(c) for c in contents])
+    return guard.encode([segments.prefix, *segments.documents, segments.query_block, segments.answer_opening])
 
 
 def _frame_lengths(tokenizer: Any, query: str) -> tuple[int, int]:
     """Token lengths of the prefix and of the query block for `query`, with no documents."""
-    segments = build_segments(tokenizer, query, [])
-    prefix, body, opening = _encode(tokenizer, [segments.prefix, segments.query_block, segments.answer_opening])
+    prefix, body, opening = encode_prompt(tokenizer, query, [])
     return len(prefix), len(body) + len(opening)
 
 
 def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
-    """`query`, shortened by whole tokens until the prefix and the query block each fit `max_block_tokens`."""
+    """`query`, shortened to its longest whole-token prefix with which the prefix and the query block fit `max_block_tokens`.
+
+    The length is found by bisection on the number of kept tokens, each candidate measured in its blocks
+    (a cut can merge or split tokens at the boundary, so counts are measured, never extrapolated).
+    """
     precut = len(query) > max_block_tokens * MAX_CHARS_PER_TOKEN
     query = query[: max_block_tokens * MAX_CHARS_PER_TOKEN]
-    longest = max(_frame_lengths(tokenizer, query))
-    if longest <= max_block_tokens:
+    if max(_frame_lengths(tokenizer, query)) <= max_block_tokens:
         return query
     overhead = max(_frame_lengths(tokenizer, ""))
     if overhead >= max_block_tokens:
@@ -57,26 +63,33 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
             f"max_block_tokens={max_block_tokens} leaves no room for the query: the prompt template alone "
             f"takes {overhead} tokens in one block"
         )
-    query_ids = _encode(tokenizer, [query])[0]
-    keep = min(len(query_ids), max_block_tokens - overhead)
-    while keep > 0:
-        shortened = tokenizer.decode(query_ids[:keep], skip_special_tokens=True).strip()
-        if max(_frame_lengths(tokenizer, shortened)) <= max_block_tokens:
-            warnings.warn(
-                f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {keep} tokens to fit max_block_tokens={max_block_tokens}",
-                stacklevel=3,
-            )
-            return shortened
-        keep -= max(1, (longest - max_block_tokens) // 4)
-    raise ValueError(f"could not fit the query into max_block_tokens={max_block_tokens}")
+    query_ids = encode_plain(tokenizer, [query])[0]
+
+    def shortened(keep: int) -> str:
+        return tokenizer.decode(query_ids[:keep], skip_special_tokens=True).strip()
+
+    low, high = 0, len(query_ids) - 1  # the longest fitting keep lies in [low, high]; keep=0 always fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if max(_frame_lengths(tokenizer, shortened(middle))) <= max_block_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    result = shortened(low)
+    if not result:
+        raise ValueError(f"could not fit any of the query into max_block_tokens={max_block_tokens}")
+    warnings.warn(
+        f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {low} tokens to fit max_block_tokens={max_block_tokens}",
+        stacklevel=3,
+    )
+    return result
 
 
 def tokenize_prompt(tokenizer: Any, query: str, contents: list[str], max_block_tokens: int) -> TokenizedPrompt:
     """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in `inputs`)."""
     query = fit_query(tokenizer, clean_text(query, "the query"), max_block_tokens)
     contents = [clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)]
-    segments = build_segments(tokenizer, query, contents)
-    encoded = _encode(tokenizer, [segments.prefix, *segments.documents, segments.query_block, segments.answer_opening])
+    encoded = encode_prompt(tokenizer, query, contents)
     prefix, documents, body, opening = encoded[0], encoded[1:-2], encoded[-2], encoded[-1]
     truncated = tuple(k for k, ids in enumerate(documents) if len(ids) > max_block_tokens)
     if truncated:

@@ -71,3 +71,24 @@ def test_short_query_is_not_touched(mistral_v3_tokenizer):
         warnings.simplefilter("error")
         prompt = tokenize_prompt(mistral_v3_tokenizer, "capital of france", DOCS, max_block_tokens=160)
     assert prompt.query == "capital of france"
+
+
+LONG_QUERIES = ["x" * 2000, "QUJD" * 500, "0123456789" * 60, "0123456789" * 30, "word " * 400]
+
+
+@pytest.mark.parametrize("query", LONG_QUERIES, ids=["x2000", "base64", "digits600", "digits300", "words"])
+def test_long_queries_without_spaces_are_shortened_to_the_longest_fit(mistral_v3_tokenizer, query):
+    """The cut is found by bisection on measured block lengths: the longest whole-token prefix that fits, never a refusal."""
+    from blockrank_rerank.control_tokens import encode_plain
+    from blockrank_rerank.tokenize import encode_prompt
+
+    tok, limit = mistral_v3_tokenizer, 160
+    with pytest.warns(UserWarning, match="query of"):
+        prompt = tokenize_prompt(tok, query, DOCS, max_block_tokens=limit)
+    assert len(prompt.prefix) <= limit and len(prompt.query_block) <= limit
+    assert query.startswith(prompt.query)
+    kept = len(encode_plain(tok, [prompt.query])[0])
+    one_more = tok.decode(encode_plain(tok, [query])[0][: kept + 1]).strip()
+    prefix, *_, body, opening = encode_prompt(tok, one_more, [])
+    assert max(len(prefix), len(body) + len(opening)) > limit  # one more token would not fit
+    assert len(prompt.query) >= 50  # not cut to a stub (the probe saw "0123456789" * 30 cut to "0")

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
+from ..control_tokens import ControlTokenGuard, encode_plain
 from ..inputs import DocumentInput, check_documents, check_query, check_top_k
 from ..results import RankedList, rank_documents
 
@@ -36,8 +37,8 @@ class BaselineReranker(ABC):
 
 
 def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
-    """`text` cut to its first `max_tokens` tokens (unchanged when shorter)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    """`text` cut to its first `max_tokens` tokens (unchanged when shorter); control strings in it count as plain text."""
+    ids = encode_plain(tokenizer, [text])[0]
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
@@ -48,4 +49,11 @@ def chat_prompt(tokenizer, user: str) -> str:
     return f"{tokenizer.bos_token or ''}{user}\n\n"
 
 
-__all__ = ["BaselineReranker", "chat_prompt", "truncate_text"]
+def encode_chat(tokenizer, template: str, user_fields: Mapping[str, str], **fixed_fields: object) -> list[int]:
+    """Ids of `template` filled in as one chat user turn; control strings in `user_fields` stay plain text (control_tokens.py)."""
+    guard = ControlTokenGuard(tokenizer, user_fields.values())
+    escaped = {name: guard.escape(value) for name, value in user_fields.items()}
+    return guard.encode([chat_prompt(tokenizer, template.format(**escaped, **fixed_fields))])[0]
+
+
+__all__ = ["BaselineReranker", "chat_prompt", "encode_chat", "truncate_text"]

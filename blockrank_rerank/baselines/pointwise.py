@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from . import BaselineReranker, chat_prompt, truncate_text
+from . import BaselineReranker, encode_chat, truncate_text
 
 QUESTION = "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer Yes or No."
 
@@ -30,11 +30,10 @@ class PointwiseRelevance(BaselineReranker):
         return ids[0]
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
-        prompts = [
-            chat_prompt(self.tokenizer, QUESTION.format(query=query, document=truncate_text(self.tokenizer, c, self.max_document_tokens)))
+        encoded = [
+            encode_chat(self.tokenizer, QUESTION, {"query": query, "document": truncate_text(self.tokenizer, c, self.max_document_tokens)})
             for c in contents
         ]
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # batch similar lengths together
         scores = [0.0] * len(encoded)
         device = next(self.model.parameters()).device

@@ -13,9 +13,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from ..data import data_dir, load_trec_dl
+from ..inputs import SURROGATES
 
 logger = logging.getLogger(__name__)
 
@@ -32,25 +33,67 @@ class RankingExample:
     source: str
 
 
-def _lines(path: Path) -> Iterable[dict]:
+def _parse_line(line: str, path: Path, number: int) -> dict:
+    """One JSONL line as an object; bad bytes, invalid JSON or a non-object is a ValueError naming file and line."""
+    if SURROGATES.search(line):
+        raise ValueError(f"{path}: line {number} is not valid UTF-8")
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line {number} is not valid JSON: {error.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: line {number} is JSON nested too deeply") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"{path}: line {number}: expected a JSON object, got {_kind(item)}")
+    return item
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line; a UTF-8 BOM is skipped and CR, LF or CRLF all end a line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
+    with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:
+        for number, line in enumerate(f, 1):
             if line.strip():
-                yield json.loads(line)
+                yield number, _parse_line(line, path, number)
+
+
+def _lines(path: Path) -> Iterator[dict]:
+    """The object of each non-blank line of a JSONL (or .jsonl.gz) file."""
+    return (item for _, item in _numbered_lines(path))
 
 
 def _clean(texts: Iterable[str]) -> tuple[str, ...]:
     return tuple(t.strip() for t in texts if isinstance(t, str) and t.strip())
 
 
+def _passages(item: dict, key: str, path: Path, number: int) -> tuple[str, ...]:
+    """`item[key]` as stripped non-empty passages; anything but a list of strings is a ValueError (a string is not split)."""
+    value = item.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: line {number}: {key!r} must be a list of strings, got {_kind(value)}")
+    for text in value:
+        if not isinstance(text, str):
+            raise ValueError(f"{path}: line {number}: {key!r} must be a list of strings, got a list holding {_kind(text)}")
+    return _clean(value)
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind for an error message: "a string", "a number", "null", ..."""
+    kinds = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def read_jsonl_examples(path: Path, source: str) -> list[RankingExample]:
-    """`{"query", "positives": [...], "negatives": [...]}` lines (the files under `train/`)."""
+    """`{"query", "positives": [...], "negatives": [...]}` lines (`train/` files); malformed: ValueError, empty query or no positive: skipped."""
     examples = []
-    for item in _lines(path):
-        positives, negatives = _clean(item.get("positives", ())), _clean(item.get("negatives", ()))
-        if item.get("query", "").strip() and positives:
-            examples.append(RankingExample(item["query"].strip(), positives, negatives, source))
+    for number, item in _numbered_lines(path):
+        if "query" not in item or "positives" not in item:
+            raise ValueError(f"{path}: line {number}: needs the keys 'query' and 'positives', got {sorted(item)}")
+        if not isinstance(item["query"], str):
+            raise ValueError(f"{path}: line {number}: 'query' must be a string, got {_kind(item['query'])}")
+        query, positives, negatives = item["query"].strip(), _passages(item, "positives", path, number), _passages(item, "negatives", path, number)
+        if query and positives:
+            examples.append(RankingExample(query, positives, negatives, source))
     return examples
 
 

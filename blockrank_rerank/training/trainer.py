@@ -16,7 +16,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,71 @@ def dense_attention_kernels(device: torch.device) -> Any:
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION])
 
 
+PLAIN_SCALARS = (bool, int, float, str, type(None), torch.Tensor)
+STATE_KEYS = {"step": int, "seconds": (int, float), "weights": dict, "optimizer": dict, "scheduler": dict, "config": dict}
+
+
+def require_plain(value: Any, where: str) -> None:
+    """TypeError unless `value` is tensors, numbers, strings, None and lists/tuples/dicts of them: what `weights_only` loads."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            require_plain(key, where)
+            require_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            require_plain(item, f"{where}[{index}]")
+    elif not isinstance(value, PLAIN_SCALARS):
+        raise TypeError(f"{where} holds a {type(value).__name__}; a checkpoint may hold only tensors, numbers, strings, lists and dicts")
+
+
+def read_checkpoint_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """The training state in `path`, unpickled with `weights_only=True` (no code runs); anything else is a ValueError naming it."""
+    advice = "delete it or use another --output-dir"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # refused globals, a torn or foreign file: all mean "not a checkpoint this library wrote"
+        raise ValueError(f"{path} is not a training checkpoint this library wrote: torch refuses to unpickle it ({load_failure(error)}); {advice}") from None
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) or isinstance(state.get(k), bool) for k, t in STATE_KEYS.items()) or state["step"] < 0:
+        raise ValueError(f"{path} is not a training checkpoint of this version (expected the keys {sorted(STATE_KEYS)}); {advice}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["weights"].items()):
+        raise ValueError(f"{path} holds weights that are not named tensors; {advice}")
+    return state
+
+
+def load_failure(error: Exception) -> str:
+    """The sentence of a `torch.load` error that says what was refused (never its advice to retry with weights_only=False)."""
+    text = str(error)
+    refused = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    first = refused.group(1) if refused else next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    return re.split(r"\.(?:\s|$)", first.strip(), maxsplit=1)[0][:200]
+
+
+def restart_log(path: Path, step: int) -> None:
+    """Keep only the log records of steps 1..`step` (the checkpointed ones), once each, dropping a torn tail; atomic."""
+    kept: dict[int, str] = {}
+    if step > 0 and path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+            number = log_step(line)
+            if number is not None and 1 <= number <= step:
+                kept[number] = line
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.writelines(kept[n] + "\n" for n in sorted(kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def log_step(line: str) -> Optional[int]:
+    """The step of one log.jsonl line, or None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 class TrainingPrompts(torch.utils.data.Dataset):
     """The prompt at each position of the run's order; its candidates depend only on (seed, position)."""
 
@@ -261,8 +328,8 @@ class Trainer:
     def run(self, show_progress_bar: bool = True) -> Path:
         """Train to `total_steps` (or `max_minutes`), checkpointing; save the final result and return its directory."""
         self.output.mkdir(parents=True, exist_ok=True)
-        if self.config.resume:
-            self.load_checkpoint()
+        resumed = self.config.resume and self.load_checkpoint()
+        restart_log(self.output / "log.jsonl", self.step if resumed else 0)
         started = time.perf_counter() - self.seconds
         bar = tqdm(total=self.total_steps, initial=self.step, desc="BlockRank training", unit="step", disable=not show_progress_bar)
         prompts = self.prompt_stream()
@@ -295,6 +362,7 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         state = {"step": self.step, "seconds": self.seconds, "weights": self.trainable_state(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "config": dataclasses.asdict(self.config)}
+        require_plain(state, "checkpoint state")
         torch.save(state, folder / "state.pt.tmp")
         (folder / "state.pt.tmp").replace(folder / "state.pt")
 
@@ -303,20 +371,23 @@ class Trainer:
         path = self.output / "checkpoint" / "state.pt"
         if not path.is_file():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint_state(path, self.device)
         ignored = {"max_minutes", "resume", "max_steps", "save_every", "output_dir", "device", "epochs"}
         mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ignored}
         theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["config"].items() if k not in ignored}
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise ValueError(f"{path} was written by a different training configuration (differs in {changed}); use another output_dir")
-        parameters = dict(self.model.named_parameters())
+        parameters = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        weights = state["weights"]
+        if set(weights) != set(parameters) or any(weights[n].shape != p.shape for n, p in parameters.items()):
+            raise ValueError(f"{path} holds weights that do not fit this model's trainable parameters; delete it or use another --output-dir")
         with torch.no_grad():
-            for name, value in state["weights"].items():
+            for name, value in weights.items():
                 parameters[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.step, self.seconds = state["step"], float(state["seconds"])
         logger.info("resumed %s at step %d", self.output, self.step)
         return True
 
