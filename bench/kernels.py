@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
 from blockrank_rerank.attention import plan_attention, torch_attention  # noqa: E402
-from blockrank_rerank.kernels.block_attention import block_attention, row_starts  # noqa: E402
+from blockrank_rerank.kernels.block_attention import block_attention  # noqa: E402
 from blockrank_rerank.kernels.score_readout import fused_document_scores  # noqa: E402
-from blockrank_rerank.layout import BlockLayout, build_layout  # noqa: E402
+from blockrank_rerank.layout import BlockLayout, attends, build_layout  # noqa: E402
 from blockrank_rerank.scoring import document_scores, signal_attention  # noqa: E402
 from blockrank_rerank.tokenize import TokenizedPrompt  # noqa: E402
 
@@ -49,12 +49,13 @@ def synthetic_layout(num_documents: int, prefix: int, doc_tokens: int, query: in
     return build_layout(prompt, query_position_offset=16384)
 
 
-def allowed_pairs(row_start: torch.Tensor, prefix: int) -> int:
-    """Number of allowed (query, key) pairs under the kernel's rule. Shapes: row_start (T,)."""
+def allowed_pairs(row_start: torch.Tensor, context_end: torch.Tensor) -> int:
+    """Number of allowed (query, key) pairs under `attends` (counted per row, no (T, T) mask). Shapes: (T,), (T,)."""
     rows = torch.arange(row_start.shape[0], dtype=torch.int64)
-    starts = row_start.cpu().to(torch.int64)
-    own = rows - torch.maximum(starts, torch.full_like(starts, prefix)) + 1  # keys at or after max(P, start)
-    return int(torch.where(starts == 0, rows + 1, prefix + own).sum())
+    starts, contexts = row_start.cpu().to(torch.int64), context_end.cpu().to(torch.int64)
+    shared = torch.minimum(contexts, rows + 1)  # keys j < context_end, j <= i
+    own = (rows - torch.maximum(starts, contexts) + 1).clamp(min=0)  # keys max(start, context_end) <= j <= i
+    return int((shared + own).sum())
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -76,21 +77,18 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     return statistics.median(times)
 
 
-def dense_sdpa_fn(q, k, v, row_start, prefix, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+def dense_sdpa_fn(q, k, v, layout: BlockLayout, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
     """SDPA with the dense (T, T) boolean mask of the same rule, built on the device (not timed)."""
-    tokens = q.shape[1]
-    rows = torch.arange(tokens, device=device)[:, None]  # (T, 1)
-    keys = torch.arange(tokens, device=device)[None, :]  # (1, T)
-    allowed = (keys <= rows) & ((keys < prefix) | (keys >= row_start[:, None]))  # (T, T) bool
+    allowed = layout.allowed_on(device)  # (T, T) bool
     return lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True)[0], None
 
 
-def flex_attention_fn(q, k, v, row_start, prefix, scale, device, dense_max_tokens: int) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
-    """FlexAttention over the same rule: the callable, and a note of the seconds its BlockMask took to build."""
+def flex_attention_fn(q, k, v, row_start, context_end, scale, device, dense_max_tokens: int) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+    """FlexAttention over the same rule (`attends`): the callable, and a note of the seconds its BlockMask took to build."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx) & ((kv_idx < prefix) | (kv_idx >= row_start[q_idx]))
+        return attends(q_idx, kv_idx, row_start[q_idx], context_end[q_idx])
 
     tokens = q.shape[1]
     began = time.perf_counter()
@@ -123,22 +121,22 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
     k = torch.randn(kv_heads, tokens, head_dim, generator=g).to(device, dtype)  # (Hkv, T, D)
     v = torch.randn(kv_heads, tokens, head_dim, generator=g).to(device, dtype)  # (Hkv, T, D)
     scale = head_dim**-0.5
-    row_start, prefix = row_starts(layout, device)
+    row_start, context_end = layout.kernel_arguments(device)
     plan = plan_attention(layout, 8192, device)
-    flops = 4 * head_dim * heads * allowed_pairs(row_start, prefix)
+    flops = 4 * head_dim * heads * allowed_pairs(row_start, context_end)
     result = {"n": n, "tokens": tokens, "flops": flops, "seconds": {}, "error": {}, "notes": []}
 
     reference = torch_attention(q, k, v, plan, scale).float()
     builders: dict[str, Callable[[], tuple[Callable[[], torch.Tensor], Optional[str]]]] = {
-        "triton": lambda: (lambda: block_attention(q, k, v, row_start, prefix, scale), None),
+        "triton": lambda: (lambda: block_attention(q, k, v, row_start, context_end, scale), None),
         "torch": lambda: (lambda: torch_attention(q, k, v, plan, scale), None),
     }
     if not args.skip_dense and tokens > args.dense_max_tokens:
         result["notes"].append(f"sdpa-dense skipped: {tokens} tokens > --dense-max-tokens {args.dense_max_tokens}")
     elif not args.skip_dense:
-        builders["sdpa-dense"] = lambda: dense_sdpa_fn(q, k, v, row_start, prefix, scale, device)
+        builders["sdpa-dense"] = lambda: dense_sdpa_fn(q, k, v, layout, scale, device)
     if not args.skip_flex:
-        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, prefix, scale, device, args.dense_max_tokens)
+        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, context_end, scale, device, args.dense_max_tokens)
     for name, build in builders.items():
         began = time.perf_counter()
         try:

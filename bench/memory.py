@@ -37,16 +37,16 @@ def child(n: int, budget: float | None, block: int) -> dict:
     from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.model, base.tokenizer, base.config.replace(max_block_tokens=block, memory_budget_mb=budget), name=base.name)
+    ranker = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(max_block_tokens=block, memory_budget_mb=budget), name=base.engine.name)
     query, docs = documents(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every document is cut to the block size on purpose
-        warm, layout = ranker.layout(query, docs[:3]), ranker.layout(query, docs)
-    ranker.score_layout(warm)  # warm-up: allocator and thread pools
-    plan = ranker.execution_plan(layout)
+        warm, layout = ranker.engine.layout(query, docs[:3]), ranker.engine.layout(query, docs)
+    ranker.engine.score_layout(warm)  # warm-up: allocator and thread pools
+    plan = ranker.engine.execution_plan(layout)
     with HighWaterRSS() as memory:
         start = time.perf_counter()
-        scores = ranker.score_layout(layout)
+        scores = ranker.engine.score_layout(layout)
         seconds = time.perf_counter() - start
     return {
         "n": n, "budget_mb": budget, "tokens": layout.num_tokens, "document_tokens": sum(layout.document_lengths),

@@ -33,7 +33,7 @@ MODE_NAMES = {"a": "(a) block-sparse + early exit", "b": "(b) full causal + earl
 
 def candidate_texts(n: int) -> tuple[str, list[str]]:
     """The first DL19 query and n BM25 passages: its own top-100, then other queries' passages in order."""
-    from blockrank_rerank.data import load_trec_dl
+    from blockrank_rerank.evaluation.data import load_trec_dl
 
     run = load_trec_dl("dl19")
     first = next(iter(run.queries))
@@ -70,7 +70,7 @@ def flop_bounds(ns: list[int]) -> str:
     from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    config = base.model.config
+    config = base.engine.model.config
     lines = [
         "## FLOP bound of the speed-up (same prompts as the scaling table)",
         "",
@@ -83,11 +83,11 @@ def flop_bounds(ns: list[int]) -> str:
     ]
     for n in ns:
         query, docs = candidate_texts(n)
-        sparse = base.layout(query, docs)
-        full = BlockRank(base.model, base.tokenizer, base.config.replace(scoring_mode="full"), name=base.name).layout(query, docs)
-        a = forward_flops(config, sparse, base.scoring_layer, blockrank=True)
-        b = forward_flops(config, full, base.scoring_layer, blockrank=False)
-        c = forward_flops(config, full, base.num_layers, blockrank=False)
+        sparse = base.engine.layout(query, docs)
+        full = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(scoring_mode="full"), name=base.engine.name).engine.layout(query, docs)
+        a = forward_flops(config, sparse, base.engine.scoring_layer, blockrank=True)
+        b = forward_flops(config, full, base.engine.scoring_layer, blockrank=False)
+        c = forward_flops(config, full, base.engine.num_layers, blockrank=False)
         lines.append(f"| {n} | {sparse.num_tokens} | {a / 1e12:.2f} | {b / 1e12:.2f} | {c / 1e12:.2f} | {c / a:.2f}x | {b / a:.2f}x |")
     return "\n".join(lines)
 
@@ -97,20 +97,20 @@ def child(mode: str, n: int, repeats: int) -> dict:
     from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.model, base.tokenizer, base.config.replace(**MODES[mode]), name=base.name)  # the model's own settings
+    ranker = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(**MODES[mode]), name=base.engine.name)  # the model's own settings
     query, docs = candidate_texts(n)
-    layout = ranker.layout(query, docs)
-    ranker.score_layout(ranker.layout(query, docs[:3]))  # warm-up: allocator and thread pools
+    layout = ranker.engine.layout(query, docs)
+    ranker.engine.score_layout(ranker.engine.layout(query, docs[:3]))  # warm-up: allocator and thread pools
     with PeakRSS() as memory:
         start = time.perf_counter()
-        ranker.score_layout(layout)
+        ranker.engine.score_layout(layout)
         times = [time.perf_counter() - start]
     for _ in range(repeats - 1):
         start = time.perf_counter()
-        ranker.score_layout(layout)
+        ranker.engine.score_layout(layout)
         times.append(time.perf_counter() - start)
-    layers = ranker.scoring_layer if MODES[mode]["early_exit"] else ranker.num_layers
-    flops = forward_flops(ranker.model.config, layout, layers, blockrank=mode == "a")
+    layers = ranker.engine.scoring_layer if MODES[mode]["early_exit"] else ranker.engine.num_layers
+    flops = forward_flops(ranker.engine.model.config, layout, layers, blockrank=mode == "a")
     return {"mode": mode, "n": n, "tokens": layout.num_tokens, "seconds": min(times), "peak_mb": memory.peak_above_start / 2**20, "flops": flops}
 
 

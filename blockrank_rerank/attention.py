@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import BlockLayout
+from .layout import BlockLayout, attends
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,11 @@ class AttentionPlan:
     """What a backend needs to know about one stream, computed once per forward and shared by all layers."""
 
     layout: BlockLayout
+    max_rows: int = 8192  # most document rows in one bucket's SDPA call
     buckets: tuple[DocumentBucket, ...] = ()
-    query_mask: Optional[torch.Tensor] = None  # (Lq, T) bool, rows of the query block
+    query_mask: Optional[torch.Tensor] = None  # (Lq, T) bool, rows of the query block and of any reader block after it
     dense_mask: dict = field(default_factory=dict)  # cache: dtype -> (T, T) additive mask
+    kernel_arguments: dict = field(default_factory=dict)  # cache: device -> the Triton kernel's (row_start, context_end)
 
 
 def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9) -> list[list[int]]:
@@ -57,32 +59,43 @@ def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9
 
 
 def plan_buckets(
-    starts: tuple[int, ...], lengths: tuple[int, ...], prefix_length: int, max_rows: int = 8192, device: torch.device | str = "cpu"
+    layout: BlockLayout, documents: range, max_rows: int = 8192, device: torch.device | str = "cpu", index_base: int = 0
 ) -> tuple[DocumentBucket, ...]:
-    """Length buckets of the documents at stream indices `starts`, each attending `prefix_length` prefix keys first."""
+    """Length buckets of `documents`, each attending the prefix keys first, then its own; masks from `layout.attends`.
+
+    Bucket indices count from stream index `index_base` (0: the whole stream; the chunked path passes its chunk's start).
+    """
+    prefix = layout.prefix_length
+    starts, lengths = layout.document_starts, layout.document_lengths
+    rows_of = [torch.arange(starts[k], starts[k] + lengths[k]) for k in documents]
+    if rows_of and not all(bool((layout.context_end[r] == prefix).all() and (layout.row_start[r] == starts[k]).all())
+                            for k, r in zip(documents, rows_of)):
+        raise ValueError("bucketed attention assumes documents whose context is the prefix and whose block is themselves")
     buckets = []
-    for members in bucket_documents(lengths, max_rows):
+    for members in bucket_documents(tuple(lengths[k] for k in documents), max_rows):
+        members = [documents[k] for k in members]
         longest = lengths[members[0]]
         offsets = torch.arange(longest)
         member_starts = torch.tensor([starts[k] for k in members])
         member_lengths = torch.tensor([lengths[k] for k in members])
         valid = offsets[None, :] < member_lengths[:, None]  # (G, L)
-        index = torch.where(valid, member_starts[:, None] + offsets[None, :], member_starts[:, None])  # (G, L)
-        own = torch.ones(longest, longest, dtype=torch.bool).tril()[None] & valid[:, None, :]  # (G, L, L)
-        sees_prefix = torch.ones(len(members), longest, prefix_length, dtype=torch.bool)  # (G, L, P)
-        mask = torch.cat([sees_prefix, own], dim=2)[:, None]  # (G, 1, L, P + L)
-        buckets.append(DocumentBucket(index.to(device), valid.to(device), mask.to(device)))
+        rows = torch.where(valid, member_starts[:, None] + offsets[None, :], member_starts[:, None])  # (G, L) stream indices
+        keys = torch.cat([torch.arange(prefix).expand(len(members), -1), rows], dim=1)  # (G, P + L)
+        key_valid = torch.cat([torch.ones(len(members), prefix, dtype=torch.bool), valid], dim=1)  # (G, P + L)
+        allowed = attends(rows[:, :, None], keys[:, None, :], layout.row_start[rows][:, :, None], layout.context_end[rows][:, :, None])
+        mask = (allowed & key_valid[:, None, :])[:, None]  # (G, 1, L, P + L)
+        buckets.append(DocumentBucket((rows - index_base).to(device), valid.to(device), mask.to(device)))
     return tuple(buckets)
 
 
 def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.device | str = "cpu") -> AttentionPlan:
-    """Precompute document buckets and the query block's mask for `layout`."""
+    """Precompute document buckets and the mask of the final blocks' rows (query block, any reader block) for `layout`."""
     if layout.causal_positions:
-        return AttentionPlan(layout=layout)
-    buckets = plan_buckets(layout.document_starts, layout.document_lengths, layout.prefix_length, max_rows, device)
-    query_rows = torch.arange(layout.query_start, layout.num_tokens)[:, None]
-    query_mask = torch.arange(layout.num_tokens)[None, :] <= query_rows  # (Lq, T): all earlier blocks + causal
-    return AttentionPlan(layout=layout, buckets=buckets, query_mask=query_mask.to(device))
+        return AttentionPlan(layout=layout, max_rows=max_rows)
+    buckets = plan_buckets(layout, range(layout.num_documents), max_rows, device)
+    final_rows = torch.arange(layout.query_start, layout.num_tokens)
+    query_mask = layout.allowed_keys(final_rows, torch.arange(layout.num_tokens))  # (Lq, T)
+    return AttentionPlan(layout=layout, max_rows=max_rows, buckets=buckets, query_mask=query_mask.to(device))
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -145,9 +158,12 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
 
 def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
     """Fused block-sparse Triton kernel (`blockrank_rerank.kernels.block_attention`). Shapes: as `torch_attention`."""
-    from .kernels.block_attention import packed_block_attention
+    from .kernels.block_attention import block_attention
 
-    return packed_block_attention(q, k, v, plan.layout, scale)
+    if q.device not in plan.kernel_arguments:  # once per forward, not per layer
+        plan.kernel_arguments[q.device] = plan.layout.kernel_arguments(q.device)
+    row_start, context_end = plan.kernel_arguments[q.device]
+    return block_attention(q, k, v, row_start, context_end, scale)
 
 
 AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionPlan, float], torch.Tensor]

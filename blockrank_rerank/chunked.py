@@ -1,6 +1,6 @@
 """Exact scoring in bounded memory: documents run a chunk at a time, layer by layer, merged by log-sum-exp.
 
-Documents never see each other (SPEC 1.2), so a document's hidden state at every layer depends only on the
+Documents never see each other (docs/design.md §2), so a document's hidden state at every layer depends only on the
 prefix and itself; only the query block reads every document. The stream therefore runs layer-major:
 
     for each layer l < L*:
@@ -14,7 +14,8 @@ prefix and itself; only the query block reads every document. The stream therefo
            per (head, signal token, document); a document's share is exp(lse_doc - lse_all), averaged.
 
 This is the one-shot computation reordered, not approximated: scores equal `forward.run_to_scoring_layer`
-+ `scoring` up to float rounding. What stays resident is one layer's document hidden states (Dtok x C in
++ `scoring.read_scores` up to float rounding. The layer loop is `forward.run_layers`, with `ChunkedStream`
+as the stream. What stays resident is one layer's document hidden states (Dtok x C in
 the compute dtype, in memory or spilled to a temporary file: `hidden_store.py`), one chunk's working set,
 and O(N) log-sum-exps.
 """
@@ -27,9 +28,10 @@ from typing import Any, Optional
 import torch
 
 from .attention import DocumentBucket, bucket_attention, plan_buckets, sdpa
-from .forward import decoder_of, mlp_sublayer, output_projection, project, project_qkv
+from .forward import decoder_of, mlp_sublayer, output_projection, project, project_qkv, run_layers
 from .hidden_store import FileStore, HiddenStore, MemoryStore
 from .layout import BlockLayout
+from .scoring import document_log_mass, shares_from_log_mass
 
 MAX_LOGITS = 1 << 20  # most (head, row, key) logits of the query block formed at once (4 MiB in fp32)
 
@@ -101,17 +103,28 @@ def partial_attention(
     return result
 
 
-class ChunkedScorer:
-    """Runs layers 0..L* of one layout chunk by chunk and returns the scores; see the module docstring."""
+class ChunkedStream:
+    """The stream of one layout, advanced layer by layer a chunk of documents at a time (see the module docstring).
 
-    def __init__(self, model: Any, layout: BlockLayout, scoring_layer: int, num_signal_tokens: int, max_rows: int = 8192) -> None:
-        if layout.causal_positions:
-            raise ValueError("chunked scoring needs the BlockRank layout (causal_positions=False)")
-        self.decoder = decoder_of(model)
-        self.layout, self.scoring_layer, self.max_rows = layout, scoring_layer, max_rows
-        self.signal = layout.signal_rows(num_signal_tokens) - layout.query_start  # (S,) rows of the query block
-        self.device = self.decoder.embed_tokens.weight.device
-        self.dtype = self.decoder.embed_tokens.weight.dtype
+    Document hidden states live in `store`; the prefix and the query block stay resident. `run_layers` drives it
+    like a `forward.PackedStream`; `read_scores` is its readout at L*.
+    """
+
+    def __init__(self, decoder: Any, layout: BlockLayout, chunks: list[Chunk], store: HiddenStore, max_rows: int = 8192) -> None:
+        if layout.causal_positions or layout.reader_starts:
+            raise ValueError("chunked scoring needs the BlockRank layout (causal_positions=False) with one final query block")
+        self.decoder, self.layout, self.chunks, self.store, self.max_rows = decoder, layout, chunks, store, max_rows
+        self.device = decoder.embed_tokens.weight.device
+        self.dtype = decoder.embed_tokens.weight.dtype
+        prefix, query_start = layout.prefix_length, layout.query_start
+        for chunk in chunks:
+            store.write(chunk.start, self.embed(prefix + chunk.start, prefix + chunk.stop))
+        self.hidden_prefix = self.embed(0, prefix)  # (P, C)
+        self.hidden_query = self.embed(query_start, layout.num_tokens)  # (Lq, C)
+        self.cos_p, self.sin_p = self.rotary(0, prefix)
+        self.cos_q, self.sin_q = self.rotary(query_start, layout.num_tokens)
+        query_rows = torch.arange(query_start, layout.num_tokens)
+        self.query_own = layout.allowed_keys(query_rows, query_rows).to(self.device)  # (Lq, Lq): the block's own keys
 
     def rotary(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of stream indices start..stop-1. Shapes: (stop - start, D) each."""
@@ -126,10 +139,8 @@ class ChunkedScorer:
 
     def chunk_blocks(self, chunk: Chunk) -> tuple[DocumentBucket, ...]:
         """Length buckets of a chunk's documents, indexed by row within the chunk."""
-        offset = self.layout.prefix_length + chunk.start
-        starts = tuple(s - offset for s in self.layout.document_starts[chunk.first : chunk.last])
-        lengths = self.layout.document_lengths[chunk.first : chunk.last]
-        return plan_buckets(starts, lengths, self.layout.prefix_length, self.max_rows, self.device)
+        base = self.layout.prefix_length + chunk.start
+        return plan_buckets(self.layout, range(chunk.first, chunk.last), self.max_rows, self.device, index_base=base)
 
     def document_layer(
         self, layer: Any, hidden: torch.Tensor, chunk: Chunk, prefix_kv: tuple[torch.Tensor, torch.Tensor]
@@ -149,58 +160,35 @@ class ChunkedScorer:
         del out
         return mlp_sublayer(layer, hidden), k, v
 
-    def scores(self, chunks: list[Chunk], store: HiddenStore) -> torch.Tensor:
-        """Document scores in fp32, summing to 1; `store` must hold one row per document token. Shapes: -> (N,)."""
-        layout, layers = self.layout, self.decoder.layers
-        prefix, query_start = layout.prefix_length, layout.query_start
-        for chunk in chunks:
-            store.write(chunk.start, self.embed(prefix + chunk.start, prefix + chunk.stop))
-        hidden_prefix = self.embed(0, prefix)  # (P, C)
-        hidden_query = self.embed(query_start, layout.num_tokens)  # (Lq, C)
-        cos_p, sin_p = self.rotary(0, prefix)
-        cos_q, sin_q = self.rotary(query_start, layout.num_tokens)
-        own = torch.ones(layout.query_length, layout.query_length, dtype=torch.bool, device=self.device).tril()  # (Lq, Lq)
-        for layer in layers[: self.scoring_layer]:
-            attn = layer.self_attn
-            x_p = layer.input_layernorm(hidden_prefix)
-            q_p, k_p, v_p = project_qkv(attn, x_p, cos_p, sin_p)  # (H, P, D), (Hkv, P, D), (Hkv, P, D)
-            hidden_prefix = mlp_sublayer(layer, hidden_prefix + output_projection(attn, sdpa(q_p, k_p, v_p, attn.scaling)))
-            x_q = layer.input_layernorm(hidden_query)
-            q_q, k_q, v_q = project_qkv(attn, x_q, cos_q, sin_q)  # (H, Lq, D), (Hkv, Lq, D), (Hkv, Lq, D)
-            state = partial_attention(q_q, k_p, v_p, attn.scaling).merge(partial_attention(q_q, k_q, v_q, attn.scaling, own))
-            for chunk in chunks:
-                hidden, k_c, v_c = self.document_layer(layer, store.read(chunk.start, chunk.stop), chunk, (k_p, v_p))
-                store.write(chunk.start, hidden)
-                state = state.merge(partial_attention(q_q, k_c, v_c, attn.scaling))
-                del hidden, k_c, v_c  # free this chunk before the next one is read
-            hidden_query = mlp_sublayer(layer, hidden_query + output_projection(attn, state.out.to(self.dtype)))
-        return self.readout(chunks, store, hidden_query, cos_q, sin_q)
+    def advance(self, index: int, layer: Any) -> None:
+        """Layer `index` over the prefix, every chunk, then the query block (whose attention merges every chunk's)."""
+        attn = layer.self_attn
+        x_p = layer.input_layernorm(self.hidden_prefix)
+        q_p, k_p, v_p = project_qkv(attn, x_p, self.cos_p, self.sin_p)  # (H, P, D), (Hkv, P, D), (Hkv, P, D)
+        self.hidden_prefix = mlp_sublayer(layer, self.hidden_prefix + output_projection(attn, sdpa(q_p, k_p, v_p, attn.scaling)))
+        x_q = layer.input_layernorm(self.hidden_query)
+        q_q, k_q, v_q = project_qkv(attn, x_q, self.cos_q, self.sin_q)  # (H, Lq, D), (Hkv, Lq, D), (Hkv, Lq, D)
+        state = partial_attention(q_q, k_p, v_p, attn.scaling).merge(partial_attention(q_q, k_q, v_q, attn.scaling, self.query_own))
+        for chunk in self.chunks:
+            hidden, k_c, v_c = self.document_layer(layer, self.store.read(chunk.start, chunk.stop), chunk, (k_p, v_p))
+            self.store.write(chunk.start, hidden)
+            state = state.merge(partial_attention(q_q, k_c, v_c, attn.scaling))
+            del hidden, k_c, v_c  # free this chunk before the next one is read
+        self.hidden_query = mlp_sublayer(layer, self.hidden_query + output_projection(attn, state.out.to(self.dtype)))
 
-    def readout(
-        self, chunks: list[Chunk], store: HiddenStore, hidden_query: torch.Tensor, cos_q: torch.Tensor, sin_q: torch.Tensor
-    ) -> torch.Tensor:
-        """Layer L*: per-document log-sum-exps of the signal logits, then each document's share. Shapes: -> (N,)."""
-        layer = self.decoder.layers[self.scoring_layer]
-        attn, base = layer.self_attn, self.layout.prefix_length
-        signal = self.signal.to(self.device)
-        x_s = layer.input_layernorm(hidden_query[signal])  # (S, C)
-        queries = project(attn, x_s, "q_proj", "q_norm", cos_q[signal], sin_q[signal]).float()  # (H, S, D)
-        heads, count, _ = queries.shape
-        document_lse = torch.full((heads, count, self.layout.num_documents), float("-inf"), device=self.device)  # (H, S, N)
-        for chunk in chunks:
+    def read_scores(self, layer: Any, num_signal_tokens: int) -> torch.Tensor:
+        """The readout at `layer` (L*): per-document log-sum-exps chunk by chunk, then each document's share. Shapes: -> (N,)."""
+        attn, base, layout = layer.self_attn, self.layout.prefix_length, self.layout
+        signal = (layout.signal_rows(num_signal_tokens) - layout.query_start).to(self.device)  # (S,) rows of the query block
+        x_s = layer.input_layernorm(self.hidden_query[signal])  # (S, C)
+        queries = project(attn, x_s, "q_proj", "q_norm", self.cos_q[signal], self.sin_q[signal])  # (H, S, D)
+        pieces = []
+        for chunk in self.chunks:
             cos, sin = self.rotary(base + chunk.start, base + chunk.stop)
-            x = layer.input_layernorm(store.read(chunk.start, chunk.stop))  # (Tc, C)
-            keys = project(attn, x, "k_proj", "k_norm", cos, sin).float()  # (Hkv, Tc, D)
-            keys = keys.repeat_interleave(heads // keys.shape[0], dim=0)  # (Hkv, Tc, D) -> (H, Tc, D)
-            logits = (queries @ keys.transpose(1, 2)) * float(attn.scaling)  # (H, S, Tc)
-            owner = self.owner(chunk)  # (Tc,)
-            local = chunk.last - chunk.first
-            peak = torch.full((heads, count, local), float("-inf"), device=self.device)
-            peak = peak.scatter_reduce(2, owner.expand(heads, count, -1), logits, "amax")  # (H, S, Nc), order-free
-            total = torch.zeros(heads, count, local, device=self.device).index_add(2, owner, (logits - peak[:, :, owner]).exp())
-            document_lse[:, :, chunk.first : chunk.last] = peak + total.log()  # (H, S, Nc)
-        shares = (document_lse - document_lse.logsumexp(dim=-1, keepdim=True)).exp()  # (H, S, N), sums to 1 over N
-        return shares.mean(dim=(0, 1))
+            x = layer.input_layernorm(self.store.read(chunk.start, chunk.stop))  # (Tc, C)
+            keys = project(attn, x, "k_proj", "k_norm", cos, sin)  # (Hkv, Tc, D)
+            pieces.append(document_log_mass(queries, keys, self.owner(chunk), chunk.last - chunk.first, float(attn.scaling)))  # (H, S, Nc)
+        return shares_from_log_mass(torch.cat(pieces, dim=2))  # (N,)
 
     def owner(self, chunk: Chunk) -> torch.Tensor:
         """Document of each row of `chunk`, counted from the chunk's first document. Shapes: (Tc,)."""
@@ -223,18 +211,26 @@ def chunked_scores(
 
     With `spill`, document hidden states live in a temporary file (in `spill_dir`) instead of memory.
     """
-    scorer = ChunkedScorer(model, layout, scoring_layer, num_signal_tokens, max_rows)
+    decoder = decoder_of(model)
     rows = layout.query_start - layout.prefix_length
-    width = scorer.decoder.embed_tokens.weight.shape[1]
+    weight = decoder.embed_tokens.weight  # (V, C)
     store: HiddenStore
     if spill:
-        store = FileStore(rows, width, scorer.dtype, scorer.device, spill_dir)
+        store = FileStore(rows, weight.shape[1], weight.dtype, weight.device, spill_dir)
     else:
-        store = MemoryStore(rows, width, scorer.dtype, scorer.device)
+        store = MemoryStore(rows, weight.shape[1], weight.dtype, weight.device)
+    read: dict[str, torch.Tensor] = {}
+
+    def read_scoring_layer(index: int, layer: Any, stream: ChunkedStream) -> None:
+        if index == scoring_layer:
+            read["scores"] = stream.read_scores(layer, num_signal_tokens)
+
     try:
-        return scorer.scores(chunk_documents(layout.document_lengths, chunk_tokens), store)
+        stream = ChunkedStream(decoder, layout, chunk_documents(layout.document_lengths, chunk_tokens), store, max_rows)
+        run_layers(decoder, stream, scoring_layer, read_scoring_layer)
+        return read["scores"]
     finally:
         store.close()
 
 
-__all__ = ["Chunk", "ChunkedScorer", "PartialAttention", "chunk_documents", "chunked_scores", "partial_attention"]
+__all__ = ["Chunk", "ChunkedStream", "PartialAttention", "chunk_documents", "chunked_scores", "partial_attention"]

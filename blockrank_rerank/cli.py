@@ -24,7 +24,8 @@ from typing import Any, Iterable, Iterator, NoReturn, Optional, Sequence, TextIO
 
 import torch
 
-from .config import BlockRankConfig
+from .config import DTYPES, BlockRankConfig
+from .modes import SCORING_MODES
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, what `yes | head -1` reports for `yes`: the output was cut short by its reader
@@ -55,8 +56,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-signal-tokens", type=int, default=None, help="last query-block tokens read (default 2)")
     group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default: the model's own, else right after the longest block)")
     group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default: the model's own, else 384)")
-    group.add_argument("--scoring-mode", choices=["blockrank", "full", "icr"], default=None, help="block-sparse (default), full causal attention, or zero-shot ICR")
-    group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    group.add_argument("--scoring-mode", choices=list(SCORING_MODES), default=None,
+                       help="; ".join(f"{name}: {mode.summary}" for name, mode in SCORING_MODES.items()))
+    group.add_argument("--dtype", choices=list(DTYPES), default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     group.add_argument("--memory-budget-mb", type=float, default=None, help="activation memory per call; above it scoring runs chunked (default 2048)")
 
@@ -214,14 +216,14 @@ def command_rerank(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .evaluation.demo import run_demo
 
     run_demo(args.model, num_queries=args.queries, depth=args.depth, shown=args.shown, builtin=args.builtin)
     return 0
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from .evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
+    from .evaluation.evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
 
     if args.scoring_mode and args.method and args.scoring_mode != args.method:
         raise ValueError(f"--scoring-mode {args.scoring_mode} contradicts --method {args.method}; give one of them")
@@ -241,8 +243,8 @@ def command_eval(args: argparse.Namespace) -> int:
                 "torch_threads": torch.get_num_threads(), **overrides}
     if args.cache_document_embeddings:  # scores unchanged, s/query amortised over the queries that share documents
         settings["document_embedding_cache"] = True
-    if hasattr(scorer, "scoring_layer"):
-        settings["scoring_layer"] = scorer.scoring_layer
+    if hasattr(scorer, "engine"):
+        settings["scoring_layer"] = scorer.engine.scoring_layer
     if hasattr(scorer, "config"):  # the resolved settings that shape scores: the model's own unless overridden
         config = scorer.config
         settings.update(max_block_tokens=config.max_block_tokens, query_position_offset=config.query_position_offset,
@@ -258,9 +260,9 @@ def command_eval(args: argparse.Namespace) -> int:
 
 
 def command_sweep_layers(args: argparse.Namespace) -> int:
-    from .evaluate import BINARY_THRESHOLDS, load_dataset, select_queries
+    from .evaluation.evaluate import BINARY_THRESHOLDS, load_dataset, select_queries
     from .reranker import BlockRank
-    from .sweep import sweep_layers
+    from .evaluation.sweep import sweep_layers
 
     if args.dataset in ("dl19", "scifact") and not args.allow_test_split:
         raise ValueError(f"{args.dataset} is a reporting (test) split; sweep on a dev split such as dl21, or pass --allow-test-split")
@@ -272,7 +274,7 @@ def command_sweep_layers(args: argparse.Namespace) -> int:
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     output = Path(args.output or f"runs/sweep-{args.dataset}-top{args.depth}.json")
     result = sweep_layers(
-        ranker, run, qids, depth=args.depth, binary_threshold=BINARY_THRESHOLDS[args.dataset], layers=layers,
+        ranker.engine, run, qids, depth=args.depth, binary_threshold=BINARY_THRESHOLDS[args.dataset], layers=layers,
         output=output, show_progress_bar=not args.no_progress,
     )
     print(f"{'layer':>5} {'nDCG@10':>8}")
@@ -289,6 +291,7 @@ TRAIN_HELP = {
     "sources": "comma-separated training sources: squad, msmarco-small, multihop-small, wikiqa, scifact-train, dl21, or jsonl:<path> "
     "(one {\"query\", \"positives\", \"negatives\"} object a line)",
     "forward": "packed (block-sparse, linear in N) or dense (padded batch, explicit mask; faster on a GPU for small models)",
+    "attention_backend": "attention backend of the packed forward: torch (per-block SDPA) or dense (explicit mask)",
     "lora_rank": "LoRA rank; 0 fine-tunes every weight",
     "aux_weight": "λ, weight of the InfoNCE loss on layer-L* scores",
     "temperature": "τ of the InfoNCE loss",
@@ -325,7 +328,9 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, default_depth: int) -> None:
-    parser.add_argument("--dataset", choices=["dl19", "dl21", "scifact"], default=default_dataset)
+    from .evaluation import DATASETS
+
+    parser.add_argument("--dataset", choices=list(DATASETS), default=default_dataset)
     parser.add_argument("--depth", type=int, default=default_depth, help="first-stage candidates reranked per query")
     parser.add_argument("--queries", type=int, default=None, help="a fixed random subset of this many queries (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the query subset")
@@ -334,7 +339,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import METHODS
+    from .evaluation import METHODS
 
     parser = Parser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")

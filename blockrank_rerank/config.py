@@ -8,8 +8,10 @@ from typing import Any, Optional
 
 import torch
 
-SCORING_MODES = ("blockrank", "full", "icr")
-ATTENTION_BACKENDS = ("auto", "triton", "torch", "dense")
+from .attention import ATTENTION_FUNCTIONS
+from .modes import SCORING_MODES
+
+ATTENTION_BACKENDS = ("auto", *ATTENTION_FUNCTIONS)  # "auto" picks the fastest usable one (attention.resolve_backend)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # device types a reranker can compute on
 MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
@@ -22,7 +24,7 @@ KNOWN_CHECKPOINTS: dict[str, dict[str, Any]] = {
         "scoring_layer": 20,
         "num_signal_tokens": 2,
         "query_position_offset": 16384,
-        "max_block_tokens": 512,
+        "max_block_tokens": 384,  # reference BEIR eval; 512 is its quick-start value (docs/design.md §8)
     },
 }
 
@@ -102,7 +104,7 @@ class BlockRankConfig:
         check_int("query_position_offset", self.query_position_offset, 0, MAX_POSITION - self.max_block_tokens, optional=True,
                   why=f"the query block's positions run up to offset + max_block_tokens ({self.max_block_tokens}), which must stay <= {MAX_POSITION}")
         if self.scoring_mode not in SCORING_MODES:
-            raise ValueError(f"scoring_mode must be one of {SCORING_MODES}, got {self.scoring_mode!r}")
+            raise ValueError(f"scoring_mode must be one of {tuple(SCORING_MODES)}, got {self.scoring_mode!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if not isinstance(self.dtype, str) or self.dtype not in DTYPES:

@@ -1,16 +1,23 @@
-"""Decoder layers 0..L* over a packed stream, reading the signal queries and document keys at layer L*.
+"""The decoder-layer runner: the one loop over decoder layers, shared by inference, ICR, the layer sweep,
+training and chunked scoring.
 
 Works with any Hugging Face causal LM whose decoder layers follow the Llama layout (Llama, Mistral, Qwen2,
 Qwen3): `input_layernorm -> self_attn(q/k/v/o_proj) -> post_attention_layernorm -> mlp`. The layers'
 own modules compute norms, projections and MLPs; attention is ours, so the block structure is explicit.
+
+A *stream* holds the hidden states of one packed prompt and advances them through one layer at a time:
+`PackedStream` runs the whole stream with an attention backend of the registry (`attention.py`);
+`chunked.ChunkedStream` runs documents a chunk at a time in bounded memory. `run_layers` walks the layers and
+calls a visitor at each layer's entry, which is where readouts happen (L*, every swept layer, ICR's last).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan
 from .layout import BlockLayout
@@ -78,18 +85,82 @@ def mlp_sublayer(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
     return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
 
 
-def attention_sublayer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
-    """Residual attention step of one decoder layer. Shapes: hidden (T, C) -> (T, C)."""
+AttentionObserver = Callable[[torch.Tensor, torch.Tensor, float], None]  # (q (H, T, D), k (Hkv, T, D), scale)
+
+
+def attention_sublayer(
+    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str,
+    observe: Optional[AttentionObserver] = None,
+) -> torch.Tensor:
+    """Residual attention step of one decoder layer; `observe` sees its post-RoPE q and k. Shapes: hidden (T, C) -> (T, C)."""
     attn = layer.self_attn
     x = layer.input_layernorm(hidden)
     q, k, v = project_qkv(attn, x, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
+    if observe is not None:
+        observe(q, k, float(attn.scaling))
     out = ATTENTION_FUNCTIONS[backend](q, k, v, plan, attn.scaling)  # (H, T, D)
     return hidden + output_projection(attn, out)
 
 
-def decoder_layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str) -> torch.Tensor:
+def decoder_layer(
+    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str,
+    observe: Optional[AttentionObserver] = None,
+) -> torch.Tensor:
     """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
-    return mlp_sublayer(layer, attention_sublayer(layer, hidden, cos, sin, plan, backend))
+    return mlp_sublayer(layer, attention_sublayer(layer, hidden, cos, sin, plan, backend, observe))
+
+
+class Stream(Protocol):
+    """Hidden states of one prompt that `run_layers` advances one decoder layer at a time."""
+
+    def advance(self, index: int, layer: Any) -> None: ...
+
+
+Visitor = Callable[[int, Any, Any], None]  # (layer index, layer, stream), at the layer's entry
+
+
+def run_layers(decoder: Any, stream: Stream, layers: int, visit: Optional[Visitor] = None) -> None:
+    """The one loop over decoder layers: layers 0..`layers`-1 advance `stream`.
+
+    `visit(index, layer, stream)` runs at the entry of every layer 0..`layers` that exists, before it runs;
+    so with `layers=L*` a visitor reads layer L*'s projections of the hidden state entering it, and no layer
+    from L* on ever runs (early exit).
+    """
+    for index, layer in enumerate(decoder.layers[: layers + 1]):
+        if visit is not None:
+            visit(index, layer, stream)
+        if index < layers:
+            stream.advance(index, layer)
+
+
+@dataclass
+class PackedStream:
+    """The whole packed stream of one layout at once; attention by a backend of the registry."""
+
+    plan: AttentionPlan
+    backend: str
+    hidden: torch.Tensor  # (T, C)
+    cos: torch.Tensor  # (T, D)
+    sin: torch.Tensor  # (T, D)
+    gradient_checkpointing: bool = False  # non-reentrant recompute in training; an observer is not supported with it
+    observe: Optional[Callable[[int, torch.Tensor, torch.Tensor, float], None]] = None  # (layer index, q, k, scale)
+
+    @classmethod
+    def start(cls, decoder: Any, plan: AttentionPlan, backend: str, **options: Any) -> "PackedStream":
+        """The embedded stream of `plan.layout`, ready for layer 0."""
+        hidden, cos, sin = embed_stream(decoder, plan.layout)
+        return cls(plan, backend, hidden, cos, sin, **options)
+
+    def advance(self, index: int, layer: Any) -> None:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            self.hidden = checkpoint(decoder_layer, layer, self.hidden, self.cos, self.sin, self.plan, self.backend, use_reentrant=False)
+            return
+        observe = None if self.observe is None else (lambda q, k, scale: self.observe(index, q, k, scale))
+        self.hidden = decoder_layer(layer, self.hidden, self.cos, self.sin, self.plan, self.backend, observe)
+
+    def scoring_projections(self, layer: Any, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signal queries (H, S, D) and document keys (Hkv, Dtok, D) of `layer` for the hidden state entering it."""
+        return scoring_projections(layer, self.hidden, self.cos, self.sin, self.plan.layout, num_signal_tokens)
 
 
 def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,17 +196,17 @@ def run_to_scoring_layer(
 ) -> ScoringState:
     """Run layers 0..L*-1 over the stream and read queries/keys at L*; with `early_exit=False` finish the model."""
     decoder = decoder_of(model)
-    layout = plan.layout
-    hidden, cos, sin = embed_stream(decoder, layout)
-    for layer in decoder.layers[:scoring_layer]:
-        hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
+    stream = PackedStream.start(decoder, plan, backend)
+    read: dict[str, Any] = {}
 
-    layer = decoder.layers[scoring_layer]
-    queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
-    state = ScoringState(signal_queries=queries, document_keys=keys, scale=float(layer.self_attn.scaling), hidden=hidden)
+    def read_scoring_layer(index: int, layer: Any, stream: PackedStream) -> None:
+        if index == scoring_layer:
+            queries, keys = stream.scoring_projections(layer, num_signal_tokens)
+            read["state"] = ScoringState(queries, keys, float(layer.self_attn.scaling), stream.hidden)
+
+    run_layers(decoder, stream, scoring_layer if early_exit else len(decoder.layers), read_scoring_layer)
+    state: ScoringState = read["state"]
     if not early_exit:
-        for layer in decoder.layers[scoring_layer:]:
-            hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
-        last = decoder.norm(hidden[-1:])  # (1, C)
+        last = decoder.norm(stream.hidden[-1:])  # (1, C)
         state.logits = model.lm_head(last)[0] if hasattr(model, "lm_head") else None
     return state

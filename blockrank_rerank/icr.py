@@ -8,12 +8,12 @@ the model's query-independent bias with a second pass whose query is the content
     doc(k) = sum of c(t) over the tokens t of document k with c(t) >= mean_k - 2 std_k
 
 Choices made here, and why:
-- The prompt is BlockRank's (SPEC 1.1): documents see only the prefix, never the query block, so their
+- The prompt is BlockRank's (docs/design.md §1): documents see only the prefix, never the query block, so their
   keys and values do not depend on the query block. Both passes therefore share the whole stream up to
   the query block; only the query block runs twice. Both copies run inside one layer loop (the stream
   once, plus a second query block that attends to the same keys), which is exactly "two forward passes
   reusing the document KV cache" without storing a cache.
-- The prefix contains the query text (SPEC 1.1). The calibration pass keeps that prefix unchanged and puts
+- The prefix contains the query text (docs/design.md §1). The calibration pass keeps that prefix unchanged and puts
   "N/A" only in the final query block; rebuilding the prefix with "N/A" would change every document's
   keys and cost a full second forward. ICR's paper uses a plain causal prompt with the query only after
   the documents, where the same sharing holds; with our prefix the calibration measures the bias of the
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from .attention import ATTENTION_FUNCTIONS, AttentionPlan, sdpa
-from .forward import decoder_of, embed_stream, project
+from .attention import AttentionPlan, plan_attention
+from .forward import PackedStream, decoder_of, project, run_layers
 from .layout import BlockLayout
 
 CALIBRATION_QUERY = "N/A"
@@ -60,58 +60,53 @@ def query_row_attention(q_rows: torch.Tensor, keys: torch.Tensor, mask: torch.Te
     return logits.softmax(dim=-1).mean(dim=1).sum(dim=0)  # (H, R, K) -> (K,)
 
 
-def _mlp(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+class QueryRowMass:
+    """Accumulates, layer by layer, the attention mass both final blocks (query, "N/A") pay each document token."""
+
+    def __init__(self, plan: AttentionPlan, device: torch.device) -> None:
+        layout = plan.layout  # the extended layout: [prefix | documents | query block | calibration block]
+        split = layout.query_length  # rows of plan.query_mask: the query block's, then the calibration block's
+        self.blocks = [(slice(layout.query_start, layout.query_end), plan.query_mask[:split]),
+                       (slice(layout.reader_starts[0], layout.num_tokens), plan.query_mask[split:])]
+        self.documents = slice(layout.prefix_length, layout.query_start)
+        self.mass = [torch.zeros(layout.query_start - layout.prefix_length, device=device) for _ in self.blocks]
+
+    def observe(self, index: int, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
+        """Add one layer's query-row attention. Shapes: q (H, T, D), k (Hkv, T, D)."""
+        for mass, (rows, mask) in zip(self.mass, self.blocks):
+            mass += query_row_attention(q[:, rows], k, mask, scale)[self.documents]
 
 
-def icr_token_scores(model: Any, plan: AttentionPlan, calibration_block: list[int], backend: str = "torch") -> ICRTokenScores:
-    """Run every layer over the stream of `plan` plus a second query block (`calibration_block` token ids).
+def icr_token_scores(
+    model: Any, layout: BlockLayout, calibration_block: list[int], backend: str = "torch", max_rows: int = 8192
+) -> ICRTokenScores:
+    """Run every layer over the stream of `layout` plus a second query block (`calibration_block` token ids).
 
     The second block takes the first block's position ids (it replaces it) and attends to the stream up to
-    the query block plus itself, causally.
+    the query block plus itself, causally (`BlockLayout.with_reader_block`); both run in one pass of
+    `forward.run_layers`, their attention read from each layer's q and k. The last layer only needs q and k,
+    so its attention output and MLP never run.
     """
-    layout: BlockLayout = plan.layout
     if layout.causal_positions:
         raise ValueError("ICR scoring here needs the BlockRank layout (causal_positions=False)")
     decoder = decoder_of(model)
     device = decoder.embed_tokens.weight.device
-    context = layout.query_start  # prefix + documents, shared by both passes
-    first = int(layout.position_ids[context])
-    hidden, cos, sin = embed_stream(decoder, layout)  # (T, C), (T, D), (T, D)
-    hidden_b = decoder.embed_tokens(torch.tensor(calibration_block, dtype=torch.long, device=device))  # (Lb, C)
-    positions_b = torch.arange(first, first + len(calibration_block), device=device)
-    cos_b, sin_b = decoder.rotary_emb(hidden_b[None], positions_b[None])  # (1, Lb, D) each
-    cos_b, sin_b = cos_b[0], sin_b[0]
+    plan = plan_attention(layout.with_reader_block(calibration_block), max_rows, device)
+    mass = QueryRowMass(plan, device)
+    stream = PackedStream.start(decoder, plan, backend, observe=mass.observe)
+    last = len(decoder.layers) - 1
 
-    num_b = len(calibration_block)
-    mask_a = plan.query_mask.to(device)  # (Lq, T)
-    mask_b = torch.ones(num_b, context + num_b, dtype=torch.bool, device=device)
-    mask_b[:, context:] = torch.ones(num_b, num_b, dtype=torch.bool, device=device).tril()  # (Lb, ctx + Lb)
-    documents = slice(layout.prefix_length, context)
-    score_a = torch.zeros(context - layout.prefix_length, device=device)
-    score_b = torch.zeros_like(score_a)
-    layers = decoder.layers
-    for index, layer in enumerate(layers):
-        attn = layer.self_attn
-        x, x_b = layer.input_layernorm(hidden), layer.input_layernorm(hidden_b)
-        q, k = project(attn, x, "q_proj", "q_norm", cos, sin), project(attn, x, "k_proj", "k_norm", cos, sin)  # (H|Hkv, T, D)
-        q_b, k_b = project(attn, x_b, "q_proj", "q_norm", cos_b, sin_b), project(attn, x_b, "k_proj", "k_norm", cos_b, sin_b)
-        keys_b = torch.cat([k[:, :context], k_b], dim=1)  # (Hkv, ctx + Lb, D)
-        score_a += query_row_attention(q[:, context:], k, mask_a, attn.scaling)[documents]
-        score_b += query_row_attention(q_b, keys_b, mask_b, attn.scaling)[documents]
-        if index == len(layers) - 1:
-            break  # the last layer's output feeds nothing that is scored
-        v = attn.v_proj(x).view(x.shape[0], -1, attn.head_dim).transpose(0, 1)  # (T, Hkv * D) -> (Hkv, T, D)
-        v_b = attn.v_proj(x_b).view(num_b, -1, attn.head_dim).transpose(0, 1)  # (Lb, Hkv * D) -> (Hkv, Lb, D)
-        values_b = torch.cat([v[:, :context], v_b], dim=1)  # (Hkv, ctx + Lb, D)
-        out = ATTENTION_FUNCTIONS[backend](q, k, v, plan, attn.scaling)  # (H, T, D)
-        out_b = sdpa(q_b, keys_b, values_b, attn.scaling, mask_b)  # (H, Lb, D)
-        hidden = hidden + attn.o_proj(out.transpose(0, 1).reshape(x.shape[0], -1))  # (H, T, D) -> (T, H * D)
-        hidden_b = hidden_b + attn.o_proj(out_b.transpose(0, 1).reshape(num_b, -1))  # (H, Lb, D) -> (Lb, H * D)
-        hidden = torch.cat([_mlp(layer, h) for h in hidden.split(1024)])
-        hidden_b = _mlp(layer, hidden_b)
+    def read_last_layer(index: int, layer: Any, stream: PackedStream) -> None:
+        if index == last:
+            attn = layer.self_attn
+            x = layer.input_layernorm(stream.hidden)
+            q = project(attn, x, "q_proj", "q_norm", stream.cos, stream.sin)  # (H, T, D)
+            k = project(attn, x, "k_proj", "k_norm", stream.cos, stream.sin)  # (Hkv, T, D)
+            mass.observe(index, q, k, float(attn.scaling))
+
+    run_layers(decoder, stream, last, read_last_layer)
     _, owner = layout.document_rows()
-    return ICRTokenScores(query=score_a, calibration=score_b, owner=owner.to(device))
+    return ICRTokenScores(query=mass.mass[0], calibration=mass.mass[1], owner=owner.to(device))
 
 
 def calibrated_document_scores(tokens: ICRTokenScores, num_documents: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 The segments are rendered through the tokenizer's chat template once (one user message plus a continued
 assistant message), joined by a sentinel and split on it again, so that chat-template tokens fall in the
-prefix and the query block and each segment can be tokenised on its own (SPEC 1.1).
+prefix and the query block and each segment can be tokenised on its own (docs/design.md §1).
 """
 
 from __future__ import annotations

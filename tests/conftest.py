@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -13,15 +14,30 @@ import torch
 
 from blockrank_rerank.tokenize import TokenizedPrompt
 
-FAMILIES = ("mistral", "llama", "qwen2")
+FAMILIES = ("mistral", "llama", "qwen2", "qwen3")
+THREADS = 8  # concurrent callers in the concurrency tests
 DATA_DIR = Path(os.environ.get("BLOCKRANK_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int = 4):
-    """A randomly initialised decoder with GQA (4 heads over 2 KV heads); `peaked` scales q/k weights by 4 (logits x16)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A randomly initialised decoder with GQA (4 heads over 2 KV heads); `peaked` makes attention logits x16.
 
-    classes = {"mistral": (MistralConfig, MistralForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    Qwen3 normalises q and k per head (`q_norm`/`k_norm`, RMSNorm) after their projections, which cancels any
+    scaling of `q_proj`/`k_proj`. Its norm weights are drawn per dimension from [0.1, 0.2] (a path that skips or
+    misplaces them cannot match; the range puts its attention logits where the other families' are, std ~0.025),
+    and `peaked` scales them instead.
+    """
+    from transformers import (
+        LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+        Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
+    )
+
+    classes = {
+        "mistral": (MistralConfig, MistralForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    }
     config_class, model_class = classes[family]
     config = config_class(
         vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers, num_attention_heads=4,
@@ -29,11 +45,17 @@ def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int
     )
     torch.manual_seed(seed)
     model = model_class(config).eval()
-    if peaked:
-        with torch.no_grad():
-            for layer in model.model.layers:
-                layer.self_attn.q_proj.weight.mul_(4.0)
-                layer.self_attn.k_proj.weight.mul_(4.0)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attn = layer.self_attn
+            if hasattr(attn, "q_norm"):
+                for norm in (attn.q_norm, attn.k_norm):
+                    norm.weight.copy_(torch.empty(norm.weight.shape).uniform_(0.1, 0.2, generator=g))
+            if peaked:
+                scaled = (attn.q_norm, attn.k_norm) if hasattr(attn, "q_norm") else (attn.q_proj, attn.k_proj)
+                for module in scaled:
+                    module.weight.mul_(4.0)
     return model
 
 
@@ -99,3 +121,46 @@ async def gather_beside_ticker(calls) -> tuple[list, int, float]:
 def assert_event_loop_was_free(ticks: int, elapsed: float) -> None:
     """A forward run on the event loop starves the 5 ms ticker for the whole call; in a worker thread it keeps ticking."""
     assert ticks >= max(3, int(elapsed / 0.005 * 0.2)), (ticks, elapsed)
+
+
+def concurrent_requests(count: int = THREADS) -> list[tuple[str, list[str]]]:
+    """`count` (query, documents) pairs from the demo corpus with 2 to 4 documents each, for concurrent callers."""
+    from blockrank_rerank.evaluation.demo_corpus import DEMO_QUERIES
+
+    return [(q["query"], q["documents"][: 2 + i % 3]) for i, q in enumerate(DEMO_QUERIES * count)][:count]
+
+
+@pytest.fixture
+def forward_watch(monkeypatch):
+    """Counts model forwards running at the same moment on any ranker (the most seen is `watch["most"]`).
+
+    Wraps `forward.run_to_scoring_layer` under every name the package imported it by (the reranker and its engine).
+    """
+    import sys
+
+    import blockrank_rerank.reranker  # noqa: F401  (loads the modules that call the forward)
+    from blockrank_rerank import forward
+
+    watch = {"now": 0, "most": 0}
+    guard = threading.Lock()
+    original = forward.run_to_scoring_layer
+
+    def watched(*args, **kwargs):
+        with guard:
+            watch["now"] += 1
+            watch["most"] = max(watch["most"], watch["now"])
+        try:
+            time.sleep(0.002)  # widen the window in which an unserialised second forward would overlap
+            return original(*args, **kwargs)
+        finally:
+            with guard:
+                watch["now"] -= 1
+
+    callers = [
+        module for name, module in list(sys.modules.items())
+        if name.split(".")[0] == "blockrank_rerank" and getattr(module, "run_to_scoring_layer", None) is original
+    ]
+    assert callers, "no module of the package calls forward.run_to_scoring_layer: update forward_watch"
+    for module in callers:
+        monkeypatch.setattr(module, "run_to_scoring_layer", watched)
+    return watch

@@ -232,7 +232,7 @@ def test_offset_bound_is_explained_and_the_largest_allowed_values_score(default_
     docs = ["Cats are small felines.", "The stock market fell."]
     for config in (BlockRankConfig(query_position_offset=MAX_POSITION - 384), BlockRankConfig(max_block_tokens=MAX_BLOCK_TOKENS, batch_tokens=MAX_POSITION)):
         for mode in ("blockrank", "icr"):
-            scores = BlockRank(default_ranker.model, default_ranker.tokenizer, config.replace(scoring_mode=mode)).score("what is a cat", docs)
+            scores = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, config.replace(scoring_mode=mode)).score("what is a cat", docs)
             assert len(scores) == 2 and all(s == s for s in scores)
 
 

@@ -116,22 +116,23 @@ def test_a_budget_below_one_document_is_logged_and_still_scores(caplog):
     layout = build_layout(random_prompt(6, seed=1), query_position_offset=16384)
     ranker = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=0.001))
     with caplog.at_level(logging.WARNING, logger="blockrank_rerank.budget"):
-        scores = ranker.score_layout(layout)
+        scores = ranker.engine.score_layout(layout)
     assert "below" in caplog.text
-    reference = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None)).score_layout(layout)
+    reference = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None)).engine.score_layout(layout)
     torch.testing.assert_close(scores, reference, atol=1e-5, rtol=0)
 
 
-def test_reranker_chunks_automatically_over_budget_only_in_blockrank_mode():
-    model = tiny_model("qwen2", peaked=True)
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_reranker_chunks_automatically_over_budget_only_in_blockrank_mode(family):
+    model = tiny_model(family, peaked=True)
     layout = build_layout(random_prompt(30, seed=6, max_len=20), query_position_offset=16384)
     one_shot = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None))
-    budget = (one_shot_bytes(layout, one_shot.shape) - 1) / MB
+    budget = (one_shot_bytes(layout, one_shot.engine.shape) - 1) / MB
     chunked = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=budget))
-    assert not one_shot.execution_plan(layout).chunked and chunked.execution_plan(layout).chunked
-    torch.testing.assert_close(chunked.score_layout(layout), one_shot.score_layout(layout), atol=1e-5, rtol=0)
-    assert not BlockRank(model, None, chunked.config.replace(early_exit=False)).execution_plan(layout).chunked
-    assert not BlockRank(model, None, chunked.config.replace(scoring_mode="icr")).execution_plan(layout).chunked
+    assert not one_shot.engine.execution_plan(layout).chunked and chunked.engine.execution_plan(layout).chunked
+    torch.testing.assert_close(chunked.engine.score_layout(layout), one_shot.engine.score_layout(layout), atol=1e-5, rtol=0)
+    assert not BlockRank(model, None, chunked.config.replace(early_exit=False)).engine.execution_plan(layout).chunked
+    assert not BlockRank(model, None, chunked.config.replace(scoring_mode="icr")).engine.execution_plan(layout).chunked
 
 
 def test_memory_budget_is_validated():

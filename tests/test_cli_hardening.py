@@ -24,7 +24,7 @@ import pytest
 
 from blockrank_rerank import BlockRank, BlockRankConfig
 from blockrank_rerank.cli import main, open_text, read_documents
-from blockrank_rerank.evaluate import evaluate_scorer, read_per_query
+from blockrank_rerank.evaluation.evaluate import evaluate_scorer, read_per_query
 from blockrank_rerank.inputs import check_documents
 
 from conftest import tiny_model
@@ -91,13 +91,13 @@ def test_max_documents_is_validated_and_enforced_by_rerank_score_and_batch(tiny)
     for bad in (0, -1, True, 2.5, "10"):
         with pytest.raises(ValueError, match="max_documents"):
             BlockRankConfig(max_documents=bad)
-    ranker = BlockRank(tiny.model, tiny.tokenizer, tiny.config.replace(max_documents=3))
+    ranker = BlockRank(tiny.engine.model, tiny.engine.tokenizer, tiny.config.replace(max_documents=3))
     docs = ["a", "b", "c", "d"]
     for call in (lambda: ranker.rerank("q", docs), lambda: ranker.score("q", docs), lambda: ranker.rerank_batch(["q"], [docs])):
         with pytest.raises(ValueError, match=r"4 documents exceed max_documents=3; raise the limit with BlockRankConfig\(max_documents=\.\.\.\)"):
             call()
     assert len(ranker.rerank("q", docs[:3])) == 3
-    assert len(BlockRank(tiny.model, tiny.tokenizer, tiny.config.replace(max_documents=None)).rerank("q", docs)) == 4
+    assert len(BlockRank(tiny.engine.model, tiny.engine.tokenizer, tiny.config.replace(max_documents=None)).rerank("q", docs)) == 4
 
 
 class CountingInput(io.RawIOBase):

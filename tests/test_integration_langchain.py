@@ -1,10 +1,11 @@
-"""LangChain adapter inside a real ContextualCompressionRetriever, on the embedded default model."""
+"""LangChain adapter inside a real ContextualCompressionRetriever, on the embedded default model.
+
+What all three adapters share (inputs, caps, errors, async, ICR, the missing extra): test_adapter_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 
 import pytest
 
@@ -15,12 +16,9 @@ from langchain_classic.retrievers import ContextualCompressionRetriever  # noqa:
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
 
-from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
-from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
+from blockrank_rerank.evaluation.demo_corpus import DEMO_QUERIES  # noqa: E402
 from blockrank_rerank.integrations.langchain import BlockRankRerank  # noqa: E402
-from blockrank_rerank.loading import model_settings  # noqa: E402
 from conftest import assert_event_loop_was_free, gather_beside_ticker  # noqa: E402
 
 QUERY = DEMO_QUERIES[0]["query"]
@@ -60,51 +58,3 @@ def test_async_matches_sync_and_leaves_the_event_loop_free(default_ranker, base_
     out = results[0]
     assert [d.id for d in out] == sync_ids
     assert_event_loop_was_free(ticks, elapsed)
-
-
-def test_top_n_ids_and_inputs_untouched(default_ranker):
-    documents = _documents()
-    out = BlockRankRerank(ranker=default_ranker, top_n=None).compress_documents(documents, QUERY)
-    assert len(out) == len(TEXTS) and sorted(d.id for d in out) == sorted(d.id for d in documents)
-    assert sum(d.metadata["relevance_score"] for d in out) == pytest.approx(1.0, abs=1e-5)
-    assert all("relevance_score" not in d.metadata for d in documents)
-    assert len(BlockRankRerank(ranker=default_ranker, top_n=2).compress_documents(documents, QUERY)) == 2
-
-
-def test_empty_and_bad_inputs(default_ranker):
-    compressor = BlockRankRerank(ranker=default_ranker)
-    assert compressor.compress_documents([], QUERY) == []
-    with pytest.raises(ValueError, match="query"):
-        compressor.compress_documents(_documents(), "  ")
-    with pytest.raises(ValidationError):
-        BlockRankRerank(top_n=0)
-    with pytest.raises(ValueError, match="scoring_mode"):
-        BlockRankRerank(scoring_mode="nope")
-    with pytest.raises(TypeError):
-        BlockRankRerank(config={"no_such_field": 1})
-    with pytest.raises(ValueError, match="either"):
-        BlockRankRerank(ranker=default_ranker, scoring_mode="icr")
-
-
-def test_lazy_shared_model_and_scoring_mode(default_ranker):
-    BlockRankRerank(ranker=default_ranker)  # registers it as the shared default
-    lazy = BlockRankRerank()
-    assert lazy.ranker is None
-    lazy.compress_documents(_documents()[:2], QUERY)
-    assert lazy.ranker is default_ranker
-    assert BlockRankRerank(scoring_mode="icr", config={"max_block_tokens": 128})._config == BlockRankConfig(**{**model_settings(None), "scoring_mode": "icr", "max_block_tokens": 128})
-
-
-def test_icr_mode_reaches_the_core(default_ranker):
-    icr = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(scoring_mode="icr"))
-    out = BlockRankRerank(ranker=icr, top_n=3).compress_documents(_documents(), QUERY)
-    expected = icr.rerank(QUERY, TEXTS, top_k=3)
-    assert [d.id for d in out] == [f"d{d.index}" for d in expected]
-    assert [d.metadata["relevance_score"] for d in out] == pytest.approx([d.score for d in expected], abs=1e-6)
-
-
-def test_missing_framework_names_the_extra(monkeypatch):
-    monkeypatch.delitem(sys.modules, "blockrank_rerank.integrations.langchain")
-    monkeypatch.setitem(sys.modules, "langchain_core.documents", None)
-    with pytest.raises(ImportError, match=r'pip install "blockrank-rerank\[langchain\]"'):
-        importlib.import_module("blockrank_rerank.integrations.langchain")

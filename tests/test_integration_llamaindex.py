@@ -1,9 +1,9 @@
-"""LlamaIndex adapter inside a real query engine, on the embedded default model: same ranking as the core object."""
+"""LlamaIndex adapter inside a real query engine, on the embedded default model: same ranking as the core object.
+
+What all three adapters share (inputs, caps, errors, async, ICR, the missing extra): test_adapter_contract.py.
+"""
 
 from __future__ import annotations
-
-import importlib
-import sys
 
 import pytest
 
@@ -17,10 +17,9 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # 
 from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
-from blockrank_rerank import BlockRank, BlockRankConfig  # noqa: E402
-from blockrank_rerank.demo_corpus import DEMO_QUERIES  # noqa: E402
+from blockrank_rerank import BlockRankConfig  # noqa: E402
+from blockrank_rerank.evaluation.demo_corpus import DEMO_QUERIES  # noqa: E402
 from blockrank_rerank.integrations.llamaindex import BlockRankReranker  # noqa: E402
-from blockrank_rerank.loading import model_settings  # noqa: E402
 
 QUERY = DEMO_QUERIES[0]["query"]
 TEXTS = DEMO_QUERIES[0]["documents"]
@@ -50,71 +49,37 @@ def test_query_engine_ranks_like_the_core_object(default_ranker):
     assert [n.score for n in sources] == pytest.approx([d.score for d in expected], abs=1e-6)
 
 
-def test_top_n_copies_events_and_callbacks(default_ranker):
+def test_rerank_fires_start_and_end_events_and_one_callback_pair(default_ranker):
     debug = LlamaDebugHandler()
     recorder = _Recorder(events=[])
     dispatcher = get_dispatcher("blockrank_rerank.integrations.llamaindex")
     dispatcher.add_event_handler(recorder)
     try:
         reranker = BlockRankReranker(ranker=default_ranker, top_n=2, callback_manager=CallbackManager([debug]))
-        nodes = _nodes()
-        out = reranker.postprocess_nodes(nodes, query_str=QUERY)
+        out = reranker.postprocess_nodes(_nodes(), query_str=QUERY)
     finally:
         dispatcher.event_handlers.remove(recorder)
-    assert len(out) == 2 and out[0].score >= out[1].score
-    assert all(n.score == 0.5 for n in nodes)  # the caller's NodeWithScore objects keep their retrieval scores
+    assert len(out) == 2
     names = [e.class_name() for e in recorder.events]
     assert names == ["ReRankStartEvent", "ReRankEndEvent"]
     assert recorder.events[0].top_n == 2 and recorder.events[1].nodes == out
     pairs = debug.get_event_pairs(CBEventType.RERANKING)
     assert len(pairs) == 1 and len(pairs[0]) == 2
-    big = BlockRankReranker(ranker=default_ranker, top_n=50).postprocess_nodes(_nodes(), query_bundle=QueryBundle(QUERY))
-    assert len(big) == len(TEXTS)
 
 
-def test_empty_and_missing_query(default_ranker):
+def test_missing_query_is_a_value_error_and_a_query_bundle_is_accepted(default_ranker):
     reranker = BlockRankReranker(ranker=default_ranker)
-    assert reranker.postprocess_nodes([], query_str=QUERY) == []
     with pytest.raises(ValueError, match="query"):
         reranker.postprocess_nodes(_nodes())
-    with pytest.raises(ValueError, match="query"):
-        reranker.postprocess_nodes(_nodes(), query_str="   ")
+    big = BlockRankReranker(ranker=default_ranker, top_n=50)
+    assert len(big.postprocess_nodes(_nodes(), query_bundle=QueryBundle(QUERY))) == len(TEXTS)
     assert BlockRankReranker.class_name() == "BlockRankReranker"
 
 
 def test_model_is_loaded_once_and_shared(default_ranker):
     wrapped = BlockRankReranker(ranker=default_ranker).to_dict()  # also registers it as the shared default
-    assert wrapped["class_name"] == "BlockRankReranker" and wrapped["model"] == default_ranker.name
+    assert wrapped["class_name"] == "BlockRankReranker" and wrapped["model"] == default_ranker.engine.name
     assert BlockRankConfig(**wrapped["config"]) == default_ranker.config
     lazy = BlockRankReranker(top_n=2)
     assert lazy._ranker is None  # nothing loads at construction
-    assert lazy.ranker is default_ranker
-    assert BlockRankReranker(scoring_mode="blockrank").ranker is default_ranker
-
-
-def test_config_passthrough_and_validation(default_ranker):
-    reranker = BlockRankReranker(scoring_mode="icr", config={"max_block_tokens": 128})
-    assert reranker._config == BlockRankConfig(**{**model_settings(None), "scoring_mode": "icr", "max_block_tokens": 128})
-    with pytest.raises(ValueError, match="scoring_mode"):
-        BlockRankReranker(scoring_mode="nope")
-    with pytest.raises(TypeError):
-        BlockRankReranker(config={"no_such_field": 1})
-    with pytest.raises(ValueError, match="either"):
-        BlockRankReranker(ranker=default_ranker, model="other")
-    with pytest.raises(ValueError):
-        BlockRankReranker(top_n=0)
-
-
-def test_icr_mode_reaches_the_core(default_ranker):
-    icr = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(scoring_mode="icr"))
-    out = BlockRankReranker(ranker=icr, top_n=3).postprocess_nodes(_nodes(), query_str=QUERY)
-    expected = icr.rerank(QUERY, TEXTS, top_k=3)
-    assert [n.node.node_id for n in out] == [f"n{d.index}" for d in expected]
-    assert [n.score for n in out] == pytest.approx([d.score for d in expected], abs=1e-6)
-
-
-def test_missing_framework_names_the_extra(monkeypatch):
-    monkeypatch.delitem(sys.modules, "blockrank_rerank.integrations.llamaindex")
-    monkeypatch.setitem(sys.modules, "llama_index.core.postprocessor.types", None)
-    with pytest.raises(ImportError, match=r'pip install "blockrank-rerank\[llamaindex\]"'):
-        importlib.import_module("blockrank_rerank.integrations.llamaindex")
+    assert lazy.ranker is default_ranker  # the property loads (here: finds) the shared ranker

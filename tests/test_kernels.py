@@ -57,13 +57,13 @@ def max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     [(4, 4, 64, 16, 16), (4, 2, 64, 32, 16), (8, 2, 128, 16, 32), (6, 1, 64, 16, 16), (3, 3, 128, 32, 32), (4, 2, 80, 16, 16)],
 )
 def test_block_attention_matches_torch_path(heads, kv_heads, head_dim, block_m, block_n):
-    from blockrank_rerank.kernels.block_attention import block_attention, row_starts
+    from blockrank_rerank.kernels.block_attention import block_attention
 
     layout = uneven_layout()
     plan = plan_attention(layout, 48, DEVICE)
     q, k, v = random_qkv(heads, kv_heads, layout.num_tokens, head_dim, seed=heads + head_dim)
     scale = head_dim**-0.5
-    row_start, prefix = row_starts(layout, DEVICE)
+    row_start, prefix = layout.kernel_arguments(DEVICE)
     out = block_attention(q, k, v, row_start, prefix, scale, block_m=block_m, block_n=block_n)
     expected = torch_attention(q, k, v, plan, scale)
     assert out.shape == q.shape and out.dtype == q.dtype
@@ -72,13 +72,44 @@ def test_block_attention_matches_torch_path(heads, kv_heads, head_dim, block_m, 
 
 
 @needs_triton
+@pytest.mark.parametrize("block_m, reader", [(16, 13), (32, 21), (16, 3)])
+def test_block_attention_with_a_reader_block_across_tiles(block_m, reader):
+    """ICR's calibration block: its rows see the prefix, the documents and themselves, never the query block.
+
+    Its rows have a block start after their context end, the one case where a tile's two key ranges split at the
+    query block; the query block (7 tokens) and the reader share tiles of 16 and 32 rows.
+    """
+    from blockrank_rerank.kernels.block_attention import block_attention
+
+    layout = uneven_layout().with_reader_block([9] * reader)
+    plan = plan_attention(layout, 48, DEVICE)
+    q, k, v = random_qkv(4, 2, layout.num_tokens, 64, seed=reader)
+    out = block_attention(q, k, v, *layout.kernel_arguments(DEVICE), 0.125, block_m=block_m, block_n=16)
+    assert max_error(out, dense_attention(q, k, v, plan, 0.125)) <= TOLERANCE
+    assert max_error(out, torch_attention(q, k, v, plan, 0.125)) <= TOLERANCE
+
+
+@needs_triton
+def test_icr_through_the_triton_backend_matches_torch():
+    from blockrank_rerank.icr import icr_token_scores
+
+    model = tiny_model("mistral", peaked=True).to(DEVICE)
+    layout = uneven_layout(lengths=(5, 23, 1, 9), prefix=11, query=7)
+    with torch.no_grad():
+        fused = icr_token_scores(model, layout, [4, 5, 6, 7, 8], backend="triton")
+        plain = icr_token_scores(model, layout, [4, 5, 6, 7, 8], backend="torch")
+    torch.testing.assert_close(fused.query, plain.query, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fused.calibration, plain.calibration, atol=1e-4, rtol=0)
+
+
+@needs_triton
 def test_block_attention_plain_causal_layout():
-    from blockrank_rerank.kernels.block_attention import packed_block_attention
+    from blockrank_rerank.kernels.block_attention import block_attention
 
     layout = uneven_layout(lengths=(4, 13, 2), causal_positions=True)
     plan = plan_attention(layout, device=DEVICE)
     q, k, v = random_qkv(4, 2, layout.num_tokens, 64, seed=7)
-    out = packed_block_attention(q, k, v, layout, 0.125)
+    out = block_attention(q, k, v, *layout.kernel_arguments(DEVICE), 0.125)
     assert max_error(out, torch_attention(q, k, v, plan, 0.125)) <= TOLERANCE
 
 
@@ -90,7 +121,7 @@ def test_block_attention_skips_tiles_of_other_blocks():
     fills tile 0 and the 40-token document (stream 37..76) holds tile 48..63 whole; rows of tiles shared
     by two blocks legitimately read both blocks' keys, so only whole tiles are checked.
     """
-    from blockrank_rerank.kernels.block_attention import block_attention, row_starts
+    from blockrank_rerank.kernels.block_attention import block_attention
 
     layout = uneven_layout(lengths=(21, 40, 9), prefix=16)
     start, length = layout.document_starts[1], layout.document_lengths[1]
@@ -99,7 +130,7 @@ def test_block_attention_skips_tiles_of_other_blocks():
     outside[: layout.prefix_length] = False
     outside[start : start + length] = False
     v[:, outside] = float("nan")
-    row_start, prefix = row_starts(layout, DEVICE)
+    row_start, prefix = layout.kernel_arguments(DEVICE)
     out = block_attention(q, k, v, row_start, prefix, 0.125, block_m=16, block_n=16)
     expected = dense_attention(q, k, torch.nan_to_num(v), plan_attention(layout, device=DEVICE), 0.125)
     own_tiles = [t for t in range(0, layout.num_tokens, 16) if start <= t and t + 16 <= start + length]
@@ -112,12 +143,12 @@ def test_block_attention_skips_tiles_of_other_blocks():
 
 @needs_triton
 def test_block_attention_half_precision_follows_torch():
-    from blockrank_rerank.kernels.block_attention import packed_block_attention
+    from blockrank_rerank.kernels.block_attention import block_attention
 
     layout = uneven_layout(lengths=(6, 19, 3))
     plan = plan_attention(layout, device=DEVICE)
     q, k, v = (x.half() for x in random_qkv(4, 2, layout.num_tokens, 64, seed=5, spread=1.0))
-    out = packed_block_attention(q, k, v, layout, 0.125)
+    out = block_attention(q, k, v, *layout.kernel_arguments(DEVICE), 0.125)
     assert out.dtype == torch.float16
     assert max_error(out, torch_attention(q.float(), k.float(), v.float(), plan, 0.125)) <= 1e-2
 
@@ -212,7 +243,7 @@ def test_score_readout_rejects_bad_inputs():
 
 
 @needs_triton
-@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3"])
 def test_triton_backend_in_forward_and_reranker(family):
     """The registered "triton" backend and the fused readout reproduce the torch path on a peaked tiny model."""
     from blockrank_rerank import BlockRank, BlockRankConfig
@@ -227,8 +258,8 @@ def test_triton_backend_in_forward_and_reranker(family):
     config = BlockRankConfig(scoring_layer=2, device=DEVICE)
     triton_ranker = BlockRank(model, None, config.replace(attention_backend="triton"))
     torch_ranker = BlockRank(model, None, config.replace(attention_backend="torch"))
-    assert triton_ranker.backend == "triton"
-    fused_scores, plain_scores = triton_ranker.score_layout(layout), torch_ranker.score_layout(layout)
+    assert triton_ranker.engine.backend == "triton"
+    fused_scores, plain_scores = triton_ranker.engine.score_layout(layout), torch_ranker.engine.score_layout(layout)
     assert max_error(fused_scores, plain_scores) <= TOLERANCE
     assert float(plain_scores.max() - plain_scores.min()) > 0.05, "peaked model should not score uniformly"
 

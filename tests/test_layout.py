@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from blockrank_rerank.layout import build_layout
@@ -39,8 +40,9 @@ def test_mask_lets_documents_see_only_prefix_and_themselves():
             assert bool(allowed[i, j]) == expected, (i, j)
 
 
-def test_scores_are_invariant_to_document_order_and_sum_to_one():
-    model = tiny_model("qwen2", peaked=True)
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_scores_are_invariant_to_document_order_and_sum_to_one(family):
+    model = tiny_model(family, peaked=True)
     prompt = random_prompt(10, seed=9)
     scores, _ = packed_scores(model, build_layout(prompt, query_position_offset=16384))
     order = torch.randperm(10, generator=torch.Generator().manual_seed(0)).tolist()

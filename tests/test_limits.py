@@ -1,4 +1,7 @@
-"""The rows of docs/limits.md not covered elsewhere: cleaning, duplicates, top_k, NaN, the CLI and the adapters."""
+"""The rows of docs/limits.md not covered elsewhere: cleaning, duplicates, top_k, NaN and the CLI.
+
+The adapters' rows: test_adapter_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def test_non_finite_scores_raise_floating_point_error():
     for budget in (None, 1e-3):  # one shot and chunked
         ranker = BlockRank(model, None, BlockRankConfig(scoring_layer=2, memory_budget_mb=budget))
         with pytest.raises(FloatingPointError, match="float32"):
-            ranker.score_layout(layout)
+            ranker.engine.score_layout(layout)
 
 
 def test_cli_decodes_a_non_utf8_query_and_reports_errors_without_traceback(tmp_path, capsys, default_ranker):
@@ -89,40 +92,3 @@ def test_cli_memory_budget_reaches_the_config(tmp_path, capsys, default_ranker):
     assert main(["rerank", "--query", "cats", "--input", str(docs)]) == 0
     one_shot = [json.loads(line)["score"] for line in capsys.readouterr().out.splitlines()]
     assert chunked == pytest.approx(one_shot, abs=1e-5)
-
-
-QUERY = "why do cats purr"
-
-
-def test_langchain_scores_duplicates_and_blank_documents_and_caps_at_n(default_ranker):
-    pytest.importorskip("langchain_core")
-    from langchain_core.documents import Document
-
-    from blockrank_rerank.integrations.langchain import BlockRankRerank
-
-    expected = default_ranker.score(QUERY, DOCS)
-    out = BlockRankRerank(ranker=default_ranker, top_n=50).compress_documents([Document(page_content=t, id=str(i)) for i, t in enumerate(DOCS)], QUERY)
-    assert {d.id: d.metadata["relevance_score"] for d in out} == {str(i): pytest.approx(s, abs=1e-6) for i, s in enumerate(expected)}
-
-
-def test_haystack_scores_duplicates_and_blank_documents_and_caps_at_n(default_ranker):
-    pytest.importorskip("haystack")
-    from haystack import Document
-
-    from blockrank_rerank.integrations.haystack import BlockRankRanker
-
-    expected = default_ranker.score(QUERY, DOCS)
-    out = BlockRankRanker(ranker=default_ranker, top_k=50).run(QUERY, [Document(id=str(i), content=t) for i, t in enumerate(DOCS)])
-    assert {d.id: d.score for d in out["documents"]} == {str(i): pytest.approx(s, abs=1e-6) for i, s in enumerate(expected)}
-
-
-def test_llamaindex_scores_duplicates_and_blank_documents_and_caps_at_n(default_ranker):
-    pytest.importorskip("llama_index.core")
-    from llama_index.core.schema import NodeWithScore, TextNode
-
-    from blockrank_rerank.integrations.llamaindex import BlockRankReranker
-
-    expected = default_ranker.score(QUERY, DOCS)
-    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i))) for i, t in enumerate(DOCS)]
-    out = BlockRankReranker(ranker=default_ranker, top_n=50).postprocess_nodes(nodes, query_str=QUERY)
-    assert {n.node.node_id: n.score for n in out} == {str(i): pytest.approx(s, abs=1e-6) for i, s in enumerate(expected)}

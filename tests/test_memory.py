@@ -39,12 +39,12 @@ def measure(budget: float | None) -> dict:
     prompt = lambda n: TokenizedPrompt(ids(40), [ids(50) for _ in range(n)], ids(30), "q", ())  # noqa: E731
     layout, warm = build_layout(prompt(NUM_DOCUMENTS), query_position_offset=16384), build_layout(prompt(3), query_position_offset=16384)
     ranker = BlockRank(model, None, BlockRankConfig(scoring_layer=1, memory_budget_mb=budget))
-    ranker.score_layout(warm)
-    plan = ranker.execution_plan(layout)
+    ranker.engine.score_layout(warm)
+    plan = ranker.engine.execution_plan(layout)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current resident set
     start = _status("VmRSS")
-    scores = ranker.score_layout(layout)
+    scores = ranker.engine.score_layout(layout)
     return {"peak_mb": (_status("VmHWM") - start) / 1024, "chunked": plan.chunked, "spill": plan.spill, "scores": scores.tolist()}
 
 

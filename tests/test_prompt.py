@@ -39,7 +39,7 @@ def test_mistral_v3_blocks_and_signal_tokens(mistral_v3_tokenizer):
 
 
 def test_smollm2_signal_tokens(default_ranker):
-    tok = default_ranker.tokenizer
+    tok = default_ranker.engine.tokenizer
     prompt = tokenize_prompt(tok, "capital of france", DOCS, max_block_tokens=384)
     assert tokens(tok, prompt.query_block[-2:]) == ["\u0120", "["]
     assert tokens(tok, prompt.prefix[:1]) == ["<|im_start|>"]

@@ -72,12 +72,12 @@ def test_rerank_never_crashes_and_scores_are_shares(ranker, query, docs, top_k):
 @given(query=plain_text.filter(str.strip), docs=st.lists(plain_text, min_size=2, max_size=6), seed=st.integers(0, 2**16))
 def test_scores_follow_the_blocks_when_they_are_reordered(ranker, query, docs, seed):
     """Permuting the document blocks of the stream (each keeping its tokens, ID included) permutes the scores."""
-    prompt = quietly(tokenize_prompt, ranker.tokenizer, query, [d.strip() for d in docs], BLOCK)
+    prompt = quietly(tokenize_prompt, ranker.engine.tokenizer, query, [d.strip() for d in docs], BLOCK)
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     shuffled = type(prompt)(prompt.prefix, [prompt.documents[k] for k in order], prompt.query_block, prompt.query, ())
-    scores = ranker.score_layout(build_layout(prompt, query_position_offset=16384))
-    moved = ranker.score_layout(build_layout(shuffled, query_position_offset=16384))
+    scores = ranker.engine.score_layout(build_layout(prompt, query_position_offset=16384))
+    moved = ranker.engine.score_layout(build_layout(shuffled, query_position_offset=16384))
     torch.testing.assert_close(moved, scores[order], atol=1e-6, rtol=0)
 
 
@@ -97,9 +97,9 @@ def test_duplicates_get_equal_scores(ranker, query, distinct, picks):
 @SETTINGS
 @given(query=st.one_of(long_text, st.text(st.sampled_from("word "), min_size=400, max_size=2000).filter(str.strip)))
 def test_a_long_query_is_cut_but_the_query_block_keeps_its_tail(ranker, query):
-    short = tokenize_prompt(ranker.tokenizer, "q", ["doc"], BLOCK).query_block
+    short = tokenize_prompt(ranker.engine.tokenizer, "q", ["doc"], BLOCK).query_block
     with pytest.warns(UserWarning, match="query of"):
-        prompt = tokenize_prompt(ranker.tokenizer, query.strip(), ["doc"], BLOCK)
+        prompt = tokenize_prompt(ranker.engine.tokenizer, query.strip(), ["doc"], BLOCK)
     assert len(prompt.prefix) <= BLOCK and len(prompt.query_block) <= BLOCK
     assert prompt.query_block[-8:] == short[-8:], "the signal tokens at the end of the query block must survive"
     words = lambda text: " ".join(text.split())  # noqa: E731  (decoding may normalise whitespace)
@@ -109,7 +109,7 @@ def test_a_long_query_is_cut_but_the_query_block_keeps_its_tail(ranker, query):
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query=plain_text.filter(str.strip), docs=st.lists(st.one_of(plain_text, long_text), min_size=2, max_size=8))
 def test_chunked_scoring_equals_one_shot_on_real_prompts(ranker, query, docs):
-    chunked = BlockRank(ranker.model, ranker.tokenizer, ranker.config.replace(memory_budget_mb=1e-3))  # one document per chunk
+    chunked = BlockRank(ranker.engine.model, ranker.engine.tokenizer, ranker.config.replace(memory_budget_mb=1e-3))  # one document per chunk
     expected = quietly(ranker.score, query, docs)
     got = quietly(chunked.score, query, docs)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), atol=1e-5, rtol=0)

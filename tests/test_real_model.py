@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blockrank_rerank.data import load_trec_dl
+from blockrank_rerank.evaluation.data import load_trec_dl
 from blockrank_rerank.reference import dense_reference
 
 from conftest import require_data
@@ -31,24 +31,24 @@ def test_dl19_query_is_ranked(default_ranker, dl19):
 
 def test_real_model_matches_dense_reference(default_ranker, dl19):
     qid = list(dl19.queries)[1]
-    layout = default_ranker.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:6]])
-    expected, _ = dense_reference(default_ranker.model, layout, default_ranker.scoring_layer, 2)
-    torch.testing.assert_close(default_ranker.score_layout(layout), expected, atol=1e-4, rtol=0)
+    layout = default_ranker.engine.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:6]])
+    expected, _ = dense_reference(default_ranker.engine.model, layout, default_ranker.engine.scoring_layer, 2)
+    torch.testing.assert_close(default_ranker.engine.score_layout(layout), expected, atol=1e-4, rtol=0)
 
 
 def test_shipped_adapter_is_the_default_and_the_base_stays_selectable(default_ranker, dl19):
     from blockrank_rerank import BlockRank
     from blockrank_rerank.loading import EMBEDDED_BASE, EMBEDDED_TRAINED
-    from blockrank_rerank.metrics import compute_metrics, ranks_to_scores
+    from blockrank_rerank.evaluation.metrics import compute_metrics, ranks_to_scores
 
-    assert default_ranker.name == EMBEDDED_TRAINED and default_ranker.scoring_layer == 19
+    assert default_ranker.engine.name == EMBEDDED_TRAINED and default_ranker.engine.scoring_layer == 19
     base = BlockRank.from_pretrained(EMBEDDED_BASE)
-    trained_layers, base_layers = default_ranker.model.model.layers, base.model.model.layers
+    trained_layers, base_layers = default_ranker.engine.model.model.layers, base.engine.model.model.layers
     assert not torch.equal(trained_layers[0].self_attn.q_proj.weight, base_layers[0].self_attn.q_proj.weight)
     assert torch.equal(trained_layers[25].mlp.up_proj.weight, base_layers[25].mlp.up_proj.weight)  # LoRA covers 0..L* only
     # The adapter reads blocks as trained (160 tokens, query at 16384); the base puts the query right after the longest block.
     assert default_ranker.config.max_block_tokens == 160
-    trained_layout, base_layout = (r.layout("what is rba", ["a short passage", "another one"]) for r in (default_ranker, base))
+    trained_layout, base_layout = (r.engine.layout("what is rba", ["a short passage", "another one"]) for r in (default_ranker, base))
     assert int(trained_layout.position_ids[trained_layout.query_start]) == 16384
     assert int(base_layout.position_ids[base_layout.query_start]) == base_layout.prefix_length + base.config.max_block_tokens
     qids = list(dl19.queries)[:5]
@@ -69,8 +69,8 @@ def test_chunked_matches_one_shot_on_the_real_model(default_ranker, dl19):
     from blockrank_rerank.chunked import chunked_scores
 
     qid = list(dl19.queries)[2]
-    layout = default_ranker.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:50]])
+    layout = default_ranker.engine.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:50]])
     with torch.inference_mode():
-        got = chunked_scores(default_ranker.model, layout, default_ranker.scoring_layer, 2, 1200)
-    expected = default_ranker.score_layout(layout)
+        got = chunked_scores(default_ranker.engine.model, layout, default_ranker.engine.scoring_layer, 2, 1200)
+    expected = default_ranker.engine.score_layout(layout)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

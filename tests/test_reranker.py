@@ -50,7 +50,7 @@ def test_empty_single_and_bad_inputs(default_ranker):
 
 
 def test_long_documents_warn_once_and_are_scored(default_ranker):
-    ranker = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(max_block_tokens=128))
+    ranker = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = ranker.rerank("q", ["word " * 300, "word " * 400, "short"])
@@ -88,7 +88,7 @@ def test_config_is_validated():
 
 def test_scoring_layer_beyond_the_model_is_refused(default_ranker):
     with pytest.raises(ValueError, match="scoring_layer"):
-        BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(scoring_layer=30))
+        BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(scoring_layer=30))
 
 
 def test_model_settings_for_released_copies_and_older_trained_records(tmp_path):
@@ -97,7 +97,7 @@ def test_model_settings_for_released_copies_and_older_trained_records(tmp_path):
     from blockrank_rerank.loading import model_settings
 
     released = model_settings("quicktensor/blockrank-msmarco-mistral-7b")
-    assert released["query_position_offset"] == 16384 and released["max_block_tokens"] == 512
+    assert released["query_position_offset"] == 16384 and released["max_block_tokens"] == 384
     assert model_settings(str(tmp_path / "blockrank-msmarco-mistral-7b")) == released  # a local copy
     assert model_settings(str(tmp_path / "models--quicktensor--blockrank-msmarco-mistral-7b" / "snapshots" / "abc")) == released
     assert model_settings("mistralai/Mistral-7B-Instruct-v0.3") == {}  # untrained: the library's defaults
@@ -108,9 +108,9 @@ def test_model_settings_for_released_copies_and_older_trained_records(tmp_path):
 
 
 def test_query_placement_defaults_and_overlap_warning(default_ranker):
-    untrained_style = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(max_block_tokens=128))
-    layout = untrained_style.layout("tides", ["The Moon pulls the sea.", "Chess openings."])
+    untrained_style = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128))
+    layout = untrained_style.engine.layout("tides", ["The Moon pulls the sea.", "Chess openings."])
     assert int(layout.position_ids[layout.query_start]) == layout.prefix_length + 128  # right after the longest allowed block
-    overlapping = BlockRank(default_ranker.model, default_ranker.tokenizer, BlockRankConfig(query_position_offset=3))
+    overlapping = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(query_position_offset=3))
     with pytest.warns(UserWarning, match="inside the documents' positions"):
-        overlapping.layout("tides", ["The Moon pulls the sea.", "Chess openings."])
+        overlapping.engine.layout("tides", ["The Moon pulls the sea.", "Chess openings."])

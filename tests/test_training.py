@@ -29,7 +29,7 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def smollm_tokenizer(default_ranker):
-    return default_ranker.tokenizer
+    return default_ranker.engine.tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_checkpoint_loads_into_blockrank_and_resume_matches_uninterrupted(tmp_pa
     record = json.loads((straight.output / "blockrank.json").read_text())
     assert record["kind"] == "lora" and record["settings"]["scoring_layer"] == 2 and record["training"]["steps_done"] == 2
     ranker = BlockRank.from_pretrained(str(straight.output))
-    assert ranker.scoring_layer == 2
+    assert ranker.engine.scoring_layer == 2
     assert ranker.config.max_block_tokens == straight.config.max_block_tokens  # inference reads blocks as trained
     docs = ["Cats eat meat and fish.", "The stock market fell.", "Paris is in France."]
     straight.model.eval()

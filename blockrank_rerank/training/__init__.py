@@ -1,4 +1,4 @@
-"""Fine-tuning with the BlockRank objective (SPEC 1.5): data, prompts, objective and the training loop."""
+"""Fine-tuning with the BlockRank objective (docs/design.md §5): data, prompts, objective and the training loop."""
 
 from .examples import DEFAULT_SOURCES, RankingExample, load_examples
 from .objective import blockrank_loss, contrastive_loss, next_token_loss, training_forward

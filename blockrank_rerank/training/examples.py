@@ -1,6 +1,6 @@
 """Training examples: a query with positive and negative passages, read from the training material only.
 
-Every source here is a training split (SPEC data README): SQuAD v1.1 dev paragraphs, the small MS MARCO,
+Every source here is a training split (the data directory's README, `$BLOCKRANK_DATA_DIR/README.md`): SQuAD v1.1 dev paragraphs, the small MS MARCO,
 multi-hop and WikiQA sets, SciFact *train* claims and TREC DL21. The reporting splits (DL19, SciFact test)
 are refused by name, so a training run can never see an evaluation query.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..data import data_dir, load_trec_dl
+from ..evaluation.data import data_dir, load_trec_dl
 from ..inputs import SURROGATES
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""The BlockRank training objective (SPEC 1.5): next-token loss on the answer plus InfoNCE on layer-L* scores.
+"""The BlockRank training objective (docs/design.md §5): next-token loss on the answer plus InfoNCE on layer-L* scores.
 
-The forward is the inference path itself (`forward.decoder_layer` over the packed block-sparse stream,
+The forward is the inference path itself (`forward.run_layers` over the packed block-sparse stream,
 tested equal to the dense reference), run through every layer so the answer tokens get logits, with the
-scores read at L* exactly as `BlockRank.score` reads them. Gradient checkpointing is non-reentrant, so the
+scores read at L* by the same readout as `BlockRank.score`. Gradient checkpointing is non-reentrant, so the
 auxiliary loss's gradient reaches the layers below L* through the recomputed activations.
 """
 
@@ -13,12 +13,10 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-
 from ..attention import AttentionPlan
-from ..forward import decoder_layer, decoder_of, embed_stream, scoring_projections
+from ..forward import PackedStream, decoder_of, run_layers, scoring_projections
 from ..layout import BlockLayout
-from ..scoring import document_scores, signal_attention
+from ..scoring import read_scores
 
 
 @dataclass
@@ -43,23 +41,21 @@ def training_forward(model: Any, plan: AttentionPlan, scoring_layer: int, num_si
     if layout.completion_length < 1:
         raise ValueError("a training layout needs a completion (build_layout(..., completion=...))")
     decoder = decoder_of(model)
-    hidden, cos, sin = embed_stream(decoder, layout)  # (T, C), (T, D), (T, D)
-    scores = None
-    for index, layer in enumerate(decoder.layers):
-        if index == scoring_layer:
-            queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
-            attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
-            scores = document_scores(attention, layout.document_rows()[1], layout.num_documents)  # (N,)
-        if gradient_checkpointing and torch.is_grad_enabled():
-            hidden = checkpoint(decoder_layer, layer, hidden, cos, sin, plan, backend, use_reentrant=False)
-        else:
-            hidden = decoder_layer(layer, hidden, cos, sin, plan, backend)
-    if scores is None:
+    if not 0 <= scoring_layer < len(decoder.layers):
         raise ValueError(f"scoring_layer={scoring_layer} but the model has {len(decoder.layers)} layers")
+    stream = PackedStream.start(decoder, plan, backend, gradient_checkpointing=gradient_checkpointing)
+    read: dict[str, torch.Tensor] = {}
+
+    def read_scoring_layer(index: int, layer: Any, stream: PackedStream) -> None:
+        if index == scoring_layer:
+            queries, keys = stream.scoring_projections(layer, num_signal_tokens)
+            read["scores"] = read_scores(queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling))
+
+    run_layers(decoder, stream, len(decoder.layers), read_scoring_layer)
     start = layout.completion_start
-    predicting = decoder.norm(hidden[start - 1 : layout.num_tokens - 1])  # (A, C): row t predicts token t + 1
-    targets = layout.input_ids[start:].to(hidden.device)  # (A,)
-    return TrainingOutputs(scores=scores, answer_logits=model.lm_head(predicting), answer_targets=targets)
+    predicting = decoder.norm(stream.hidden[start - 1 : layout.num_tokens - 1])  # (A, C): row t predicts token t + 1
+    targets = layout.input_ids[start:].to(stream.hidden.device)  # (A,)
+    return TrainingOutputs(scores=read["scores"], answer_logits=model.lm_head(predicting), answer_targets=targets)
 
 
 def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_layer: int, num_signal_tokens: int) -> list[TrainingOutputs]:
@@ -91,8 +87,7 @@ def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_la
         n, start = layout.num_tokens, layout.completion_start
         cos, sin = decoder.rotary_emb(entering[b : b + 1, :n], position_ids[b : b + 1, :n])  # (1, n, D) each
         queries, keys = scoring_projections(layer, entering[b, :n], cos[0], sin[0], layout, num_signal_tokens)
-        attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
-        scores = document_scores(attention, layout.document_rows()[1], layout.num_documents)  # (N,)
+        scores = read_scores(queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling))  # (N,)
         logits = model.lm_head(out.last_hidden_state[b, start - 1 : n - 1])  # (A, V); last_hidden_state is normed
         results.append(TrainingOutputs(scores=scores, answer_logits=logits, answer_targets=input_ids[b, start:n]))
     return results

@@ -1,7 +1,7 @@
 """Training prompts: K candidates with the positives forced in, shuffled, and the answer as a completion.
 
-The prompt is exactly the inference prompt (SPEC 1.1) followed by the completion "i, j]" + EOS after the
-answer opening "[" (SPEC 1.5): the signal rows are the same two tokens that inference reads.
+The prompt is exactly the inference prompt (docs/design.md §1) followed by the completion "i, j]" + EOS after the
+answer opening "[" (docs/design.md §5): the signal rows are the same two tokens that inference reads.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..attention import plan_attention, resolve_backend
+from ..attention import ATTENTION_FUNCTIONS, plan_attention, resolve_backend
 from ..config import DTYPES, default_scoring_layer
 from ..forward import decoder_of
 from ..loading import CHECKPOINT_FILE, EMBEDDED_BASE, load_model_and_tokenizer
@@ -38,6 +38,7 @@ from .prompts import TrainingPrompt, build_training_prompt
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TRAINABLE_BACKENDS = tuple(name for name in ATTENTION_FUNCTIONS if name != "triton")  # the Triton kernel is forward-only
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TrainConfig:
     resume: bool = True  # continue from output_dir/checkpoint when it exists
     save_dtype: str = "float16"  # dtype of the saved adapter weights
     loader_workers: int = 0  # processes building prompts ahead of the GPU (0: in the training loop)
+    attention_backend: str = "torch"  # packed forward's backend from the registry (attention.py); "triton" has no backward
     forward: str = "packed"  # "packed": block-sparse stream per prompt (linear in N); "dense": all prompts of a step in one
     # padded batch through the model's own forward with the explicit 4-D mask (faster on a GPU for small models)
 
@@ -93,6 +95,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.aux_weight < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("aux_weight, weight_decay and warmup_steps must be >= 0")
+        if self.attention_backend not in TRAINABLE_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {TRAINABLE_BACKENDS} (backends with a backward), got {self.attention_backend!r}")
         if self.forward not in ("packed", "dense"):
             raise ValueError(f"forward must be 'packed' or 'dense', got {self.forward!r}")
         if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
@@ -265,7 +269,7 @@ class Trainer:
         self.scoring_layer = default_scoring_layer(self.num_layers) if config.scoring_layer is None else config.scoring_layer
         if not 0 <= self.scoring_layer < self.num_layers:
             raise ValueError(f"scoring_layer={self.scoring_layer} but the model has {self.num_layers} layers")
-        self.backend = resolve_backend("torch", self.device)
+        self.backend = resolve_backend(config.attention_backend, self.device)
         if config.lora_rank > 0:
             self.model = attach_lora(model, config, self.scoring_layer)
             self.inner = self.model.base_model.model  # the causal LM with LoRA layers injected
@@ -372,7 +376,7 @@ class Trainer:
         if not path.is_file():
             return False
         state = read_checkpoint_state(path, self.device)
-        ignored = {"max_minutes", "resume", "max_steps", "save_every", "output_dir", "device", "epochs"}
+        ignored = {"max_minutes", "resume", "max_steps", "save_every", "output_dir", "device", "epochs", "attention_backend"}
         mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ignored}
         theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["config"].items() if k not in ignored}
         if mine != theirs:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import ir_measures
-from ir_measures import R, RR, nDCG
+try:
+    import ir_measures
+    from ir_measures import R, RR, nDCG
+except ImportError as error:  # the evaluation harness is an extra
+    raise ImportError("the evaluation harness needs ir-measures: pip install 'blockrank-rerank[eval]'") from error
 
 
 def measures(depth: int = 100, binary_threshold: int = 1) -> list:

@@ -21,7 +21,7 @@ def data_dir() -> Path:
     from_cwd = Path.cwd().parent / "shared" / "data"
     if from_cwd.is_dir():
         return from_cwd
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class BlockRankRanker:
     never modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
     loads in `warm_up()` (or the first `run`) and is shared with every component asking for the same model
     and config. `meta_fields_to_embed` names meta fields scored as a title before the content.
     """
@@ -50,7 +50,7 @@ class BlockRankRanker:
         check_ranker_arguments(ranker, model, scoring_mode, config)
         self.top_k = check_top_k(top_k)
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
-        self.model = ranker.name if ranker is not None else model
+        self.model = ranker.engine.name if ranker is not None else model
         self.scoring_mode = scoring_mode
         self.config = config_fields(ranker.config) if ranker is not None else dict(config or {})
         self._config: BlockRankConfig = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)

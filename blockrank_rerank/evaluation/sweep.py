@@ -1,8 +1,8 @@
 """Layer sweep: BlockRank scores at every candidate scoring layer from one forward, and nDCG@10 per layer.
 
-One pass runs the decoder up to the highest requested layer and, at each requested layer, reads the signal
-queries and document keys exactly as `forward.run_to_scoring_layer` does at L*; so the scores of layer l
-equal those of a ranker configured with `scoring_layer=l` (tests check this).
+One pass of `forward.run_layers` runs the decoder up to the highest requested layer and, at each requested
+layer's entry, reads the signal queries and document keys with the same readout as inference at L*; so the
+scores of layer l equal those of a ranker configured with `scoring_layer=l` (tests check this).
 """
 
 from __future__ import annotations
@@ -15,36 +15,36 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .attention import plan_attention
+from ..attention import plan_attention
+from ..forward import PackedStream, decoder_of, run_layers
+from ..layout import BlockLayout
+from ..scoring import read_scores
 from .data import CandidateRun
-from .forward import decoder_layer, decoder_of, embed_stream, scoring_projections
-from .layout import BlockLayout
-from .scoring import document_scores, signal_attention
 
 
-def scores_per_layer(ranker: Any, layout: BlockLayout, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+def scores_per_layer(engine: Any, layout: BlockLayout, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """BlockRank scores (N,) of `layout` at each of `layers`, from a single forward up to max(layers)."""
     wanted = sorted(set(layers))
-    if not wanted or wanted[0] < 0 or wanted[-1] >= ranker.num_layers:
-        raise ValueError(f"layers must lie in 0..{ranker.num_layers - 1}, got {list(layers)}")
-    decoder = decoder_of(ranker.model)
-    plan = plan_attention(layout, ranker.config.batch_tokens, ranker.device)
+    if not wanted or wanted[0] < 0 or wanted[-1] >= engine.num_layers:
+        raise ValueError(f"layers must lie in 0..{engine.num_layers - 1}, got {list(layers)}")
+    decoder = decoder_of(engine.model)
+    plan = plan_attention(layout, engine.config.batch_tokens, engine.device)
     _, owner = layout.document_rows()
     results: dict[int, torch.Tensor] = {}
+
+    def read_layer(index: int, layer: Any, stream: PackedStream) -> None:
+        if index in wanted:
+            queries, keys = stream.scoring_projections(layer, engine.config.num_signal_tokens)
+            scores = read_scores(queries, keys, owner, layout.num_documents, float(layer.self_attn.scaling), fused=engine.backend == "triton")
+            results[index] = scores.cpu()
+
     with torch.inference_mode():
-        hidden, cos, sin = embed_stream(decoder, layout)
-        for index, layer in enumerate(decoder.layers[: wanted[-1] + 1]):
-            if index in wanted:
-                queries, keys = scoring_projections(layer, hidden, cos, sin, layout, ranker.config.num_signal_tokens)
-                attention = signal_attention(queries, keys, float(layer.self_attn.scaling))  # (H, S, Dtok)
-                results[index] = document_scores(attention, owner, layout.num_documents).cpu()
-            if index < wanted[-1]:
-                hidden = decoder_layer(layer, hidden, cos, sin, plan, ranker.backend)
+        run_layers(decoder, PackedStream.start(decoder, plan, engine.backend), wanted[-1], read_layer)
     return results
 
 
 def sweep_layers(
-    ranker: Any,
+    engine: Any,
     run: CandidateRun,
     qids: Sequence[str],
     *,
@@ -57,7 +57,7 @@ def sweep_layers(
     """nDCG@10 (and MRR@10) per scoring layer over `qids`, beside the first stage; written to `output` as JSON."""
     from .metrics import compute_metrics, order_to_scores, ranks_to_scores
 
-    layers = list(range(ranker.num_layers)) if layers is None else sorted(set(layers))
+    layers = list(range(engine.num_layers)) if layers is None else sorted(set(layers))
     per_layer: dict[int, dict[str, dict[str, float]]] = {layer: {} for layer in layers}
     first_stage: dict[str, dict[str, float]] = {}
     seconds = []
@@ -65,7 +65,7 @@ def sweep_layers(
         candidates = run.candidates[qid][:depth]
         docids = [c.docid for c in candidates]
         start = time.perf_counter()
-        scores = scores_per_layer(ranker, ranker.layout(run.queries[qid], [c.text.strip() for c in candidates]), layers)
+        scores = scores_per_layer(engine, engine.layout(run.queries[qid], [c.text.strip() for c in candidates]), layers)
         seconds.append(time.perf_counter() - start)
         for layer, values in scores.items():
             per_layer[layer][qid] = order_to_scores(docids, values.tolist())
@@ -73,13 +73,13 @@ def sweep_layers(
     metrics = {layer: compute_metrics(run_, run.qrels, depth, binary_threshold) for layer, run_ in per_layer.items()}
     best = max(layers, key=lambda layer: (metrics[layer]["nDCG@10"], -layer))
     result = {
-        "model": ranker.name,
+        "model": engine.name,
         "dataset": run.name,
         "depth": depth,
         "num_queries": len(qids),
         "qids": list(qids),
-        "num_layers": ranker.num_layers,
-        "default_layer": ranker.scoring_layer,
+        "num_layers": engine.num_layers,
+        "default_layer": engine.scoring_layer,
         "best_layer": best,
         "layers": {str(layer): metrics[layer] for layer in layers},
         "first_stage_metrics": compute_metrics(first_stage, run.qrels, depth, binary_threshold),

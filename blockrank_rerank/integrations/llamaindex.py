@@ -32,7 +32,7 @@ class BlockRankReranker(BaseNodePostprocessor):
     to 1; ICR mode: calibrated attention mass).
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
     then loads on the first query and is shared with every adapter asking for the same model and config.
     """
 
@@ -59,7 +59,7 @@ class BlockRankReranker(BaseNodePostprocessor):
         check_ranker_arguments(ranker, model, scoring_mode, config)
         super().__init__(
             top_n=top_n,
-            model=ranker.name if ranker is not None else model,
+            model=ranker.engine.name if ranker is not None else model,
             scoring_mode=scoring_mode,
             config=config_fields(ranker.config) if ranker is not None else dict(config or {}),
             metadata_mode=metadata_mode,

@@ -1,7 +1,7 @@
 """Fused BlockRank score readout at layer L* (Triton): document scores without the probability matrix.
 
 For each head h and signal token s, p[h, s, j] = softmax_j(q[h, s] . k[j] * scale) over all Dtok document
-tokens; score[n] = mean over (h, s) of the sum of p[h, s, j] over the tokens j of document n (SPEC 1.4).
+tokens; score[n] = mean over (h, s) of the sum of p[h, s, j] over the tokens j of document n (docs/design.md §4).
 Two launches over chunks of CHUNK = BLOCK_N * TILES_PER_CHUNK document tokens, one program per
 (chunk, KV head) holding the GROUP * S query rows that share the KV head:
   1. `_readout_partial_lse`: per row, the running max and sum of exp over the chunk's tiles (online merge);

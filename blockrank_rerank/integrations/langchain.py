@@ -29,7 +29,7 @@ class BlockRankRerank(BaseDocumentCompressor):
     attention mass). Inputs are not modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` ("blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
     then loads on the first call and is shared with every adapter asking for the same model and config.
     """
 
@@ -42,7 +42,7 @@ class BlockRankRerank(BaseDocumentCompressor):
     model: Optional[str] = None
     """Model id or path; None: the embedded offline default."""
     scoring_mode: Optional[str] = None
-    """BlockRankConfig.scoring_mode override ("blockrank", "full", "icr")."""
+    """BlockRankConfig.scoring_mode override (a name of `blockrank_rerank.modes.SCORING_MODES`)."""
     config: Dict[str, Any] = Field(default_factory=dict)
     """Other BlockRankConfig fields."""
 

@@ -1,4 +1,4 @@
-"""Baseline rerankers for the evaluation harness, one small file per method behind one base class.
+"""Baseline rerankers for the evaluation harness, one small file per method, each a `base.Reranker`.
 
 - `pointwise.PointwiseRelevance`: the same causal LM judges each document alone (P("Yes") vs P("No")).
 - `listwise.ListwisePermutation`: the same LM generates a permutation over a sliding window (20, stride 10).
@@ -7,33 +7,16 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
-from ..control_tokens import ControlTokenGuard, encode_plain
-from ..inputs import DocumentInput, check_documents, check_query, check_top_k
-from ..results import RankedList, rank_documents
+from ...base import Reranker
+from ...control_tokens import ControlTokenGuard, encode_plain
 
 
-class BaselineReranker(ABC):
-    """Validates inputs like `BlockRank` and hands subclasses clean strings; higher scores are better."""
+class BaselineReranker(Reranker):
+    """A baseline of the evaluation harness: a `Reranker` whose subclasses implement `score_contents`."""
 
     name = "baseline"
-
-    @abstractmethod
-    def score_contents(self, query: str, contents: list[str]) -> list[float]:
-        """Scores of `contents` (validated, stripped strings) in input order."""
-
-    def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
-        query = check_query(query)
-        contents = check_documents(documents).contents
-        return self.score_contents(query, contents) if contents else []
-
-    def rerank(self, query: str, documents: Sequence[DocumentInput], top_k: Optional[int] = None) -> RankedList:
-        top_k = check_top_k(top_k)
-        candidates = check_documents(documents)
-        scores = self.score(query, documents)
-        return rank_documents(check_query(query), scores, candidates.contents, candidates.ids, candidates.metadata, top_k)
 
 
 def truncate_text(tokenizer, text: str, max_tokens: int) -> str:

@@ -51,7 +51,7 @@ def register(ranker: BlockRank) -> None:
     if not isinstance(ranker, BlockRank):
         raise TypeError(f"ranker must be a blockrank_rerank.BlockRank, got {type(ranker).__name__}")
     with _lock:
-        _rankers.setdefault((ranker.name, ranker.config), ranker)
+        _rankers.setdefault((ranker.engine.name, ranker.config), ranker)
 
 
 def check_ranker_arguments(ranker: Optional[BlockRank], model: Optional[str], scoring_mode: Optional[str], config: Any) -> None:

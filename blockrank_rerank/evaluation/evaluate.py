@@ -19,26 +19,23 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import SCORING_MODES
+from ..base import Reranker
+from ..modes import SCORING_MODES
+from . import DATASETS, METHODS
 from .data import CandidateRun, load_beir, load_trec_dl
 from .metrics import compute_metrics, measures, order_to_scores, ranks_to_scores
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("dl19", "dl21", "scifact")
 # Grade that counts as relevant for binary measures: TREC DL judges 0-3 and counts >= 2; BEIR is binary.
 BINARY_THRESHOLDS = {"dl19": 2, "dl21": 2, "scifact": 1}
-METHODS = (*SCORING_MODES, "pointwise", "listwise", "biencoder", "first-stage")
 
 
-class Scorer(Protocol):
-    """Anything that scores documents for a query, higher is better (BlockRank and every baseline)."""
-
-    def score(self, query: str, documents: Sequence[Any]) -> list[float]: ...
+Scorer = Reranker  # what the harness scores with: BlockRank and every baseline share the one base (base.py)
 
 
 def load_dataset(name: str) -> CandidateRun:
@@ -249,7 +246,8 @@ def evaluate_scorer(
             seconds = time.perf_counter() - start
             if len(scores) != len(texts):
                 raise RuntimeError(f"{method} returned {len(scores)} scores for {len(texts)} documents (query {qid})")
-            device = str(getattr(scorer, "device", "cpu"))
+            engine = getattr(scorer, "engine", None)  # BlockRank's model device; the baselines are recorded as cpu
+            device = str(engine.device) if engine is not None else "cpu"
             record = {"qid": qid, "docids": [c.docid for c in candidates], "scores": [float(s) for s in scores], "seconds": seconds, "device": device}
             sink.write(json.dumps(record) + "\n")
             sink.flush()
@@ -310,9 +308,9 @@ def build_scorer(
         from .baselines.biencoder import BiEncoder
 
         return BiEncoder(cache_documents=cache_documents)
-    from .config import BlockRankConfig
-    from .loading import load_model_and_tokenizer
-    from .reranker import BlockRank
+    from ..config import BlockRankConfig
+    from ..loading import load_model_and_tokenizer
+    from ..reranker import BlockRank
 
     if method in SCORING_MODES:
         return BlockRank.from_pretrained(model, **{**overrides, "scoring_mode": method})

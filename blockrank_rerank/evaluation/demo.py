@@ -7,10 +7,10 @@ import textwrap
 import time
 from typing import Optional
 
+from ..reranker import BlockRank
 from .data import data_dir, load_trec_dl
 from .demo_corpus import DEMO_QUERIES
 from .metrics import compute_metrics, ranks_to_scores
-from .reranker import BlockRank
 
 
 def _snippet(text: str, width: int) -> str:

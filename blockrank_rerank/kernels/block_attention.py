@@ -1,15 +1,15 @@
 """Fused block-sparse attention over a packed BlockRank stream (Triton, forward only).
 
-One rule states SPEC 1.2 for every row i of the stream `[prefix | doc_0 .. doc_{N-1} | query block]`:
+The kernel takes the attention rule of docs/design.md §2 as two plain per-row tensors:
 
-    row i may attend key j  iff  j <= i  and  (j < P  or  j >= row_start[i])
+    row i may attend key j  iff  j <= i  and  (j < context_end[i]  or  j >= row_start[i])
 
-with P the prefix length and row_start[i] the first token of row i's document, or 0 for prefix and
-query-block rows (the prefix is then plain causal and the query block sees every earlier block). A program
-owns BLOCK_M rows of one query head and visits two key ranges only: the prefix `[0, min(P, row_end))` and
-its own segment `[max(P, min row_start), row_end)`. Every tile of other documents is skipped and no mask
-exists in memory beyond the (T,) int32 `row_start`, so work and memory grow linearly with N. GQA: query
-head h reads key/value head h // (H // Hkv). Softmax is online (running max and sum in fp32, base 2).
+(`BlockLayout.kernel_arguments` derives them; this module imports nothing of the library). A program owns
+BLOCK_M rows of one query head and visits two key ranges only: the shared context `[0, C)` with C the
+largest context_end of its rows (clipped to its last row), and its own segment `[max(C, min row_start),
+row_end)`. Every tile of other documents is skipped and no mask exists in memory beyond the two (T,) int32
+tensors, so work and memory grow linearly with N. GQA: query head h reads key/value head h // (H // Hkv).
+Softmax is online (running max and sum in fp32, base 2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import triton
 import triton.language as tl
 
 from . import triton_interpreting
-from ..layout import BlockLayout
 
 LOG2E = 1.4426950408889634
 
@@ -29,7 +28,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_key_range(
     acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt,
-    offs_m, row_start, offs_d, key_lo, key_hi, prefix_len, qk_scale,
+    offs_m, row_start, context_end, offs_d, key_lo, key_hi, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Fold keys [key_lo, key_hi) into the running (acc, max, sum) of BLOCK_M rows."""
@@ -39,7 +38,7 @@ def _attend_key_range(
         n_ok = offs_n < key_hi
         k = tl.load(k_base + offs_n[None, :] * stride_kt + offs_d[:, None], mask=n_ok[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
         qk = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
-        allowed = (offs_n[None, :] <= offs_m[:, None]) & ((offs_n[None, :] < prefix_len) | (offs_n[None, :] >= row_start[:, None]))
+        allowed = (offs_n[None, :] <= offs_m[:, None]) & ((offs_n[None, :] < context_end[:, None]) | (offs_n[None, :] >= row_start[:, None]))
         qk = tl.where(allowed & n_ok[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing allowed yet stay at zero weight
@@ -54,9 +53,9 @@ def _attend_key_range(
 
 @triton.jit
 def _block_attention_fwd(
-    Q, K, V, Out, RowStart,
+    Q, K, V, Out, RowStart, ContextEnd,
     stride_qh, stride_qt, stride_kh, stride_kt, stride_vh, stride_vt, stride_oh, stride_ot,
-    num_tokens, prefix_len, qk_scale,
+    num_tokens, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -69,7 +68,8 @@ def _block_attention_fwd(
     m_ok = offs_m < num_tokens
     d_ok = offs_d < HEAD_DIM
     q = tl.load(Q + head * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
-    row_start = tl.load(RowStart + offs_m, mask=m_ok, other=num_tokens)  # (BLOCK_M,); rows past T see only the prefix
+    row_start = tl.load(RowStart + offs_m, mask=m_ok, other=num_tokens)  # (BLOCK_M,); rows past T see nothing
+    context_end = tl.load(ContextEnd + offs_m, mask=m_ok, other=0)  # (BLOCK_M,)
     k_base = K + kv_head * stride_kh
     v_base = V + kv_head * stride_vh
 
@@ -77,29 +77,18 @@ def _block_attention_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     row_end = tl.minimum(tile * BLOCK_M + BLOCK_M, num_tokens)
+    context_hi = tl.minimum(tl.max(context_end, 0), row_end)
     acc, m_i, l_i = _attend_key_range(
-        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, offs_d,
-        0, tl.minimum(prefix_len, row_end), prefix_len, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
+        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, context_end, offs_d,
+        0, context_hi, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
     )
-    own_lo = tl.maximum(prefix_len, tl.min(row_start, 0))
+    own_lo = tl.maximum(context_hi, tl.min(row_start, 0))
     acc, m_i, l_i = _attend_key_range(
-        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, offs_d,
-        own_lo, row_end, prefix_len, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
+        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, context_end, offs_d,
+        own_lo, row_end, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
     )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(Out + head * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :], out.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
-
-
-def row_starts(layout: BlockLayout, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int]:
-    """`(row_start, P)` of the masking rule above for `layout`. Shapes: (T,) int32.
-
-    A plain causal layout (`causal_positions`) is the same rule with P = 0 and every row_start 0.
-    """
-    if layout.causal_positions:
-        return torch.zeros(layout.num_tokens, dtype=torch.int32, device=device), 0
-    starts = torch.zeros(layout.num_documents + 2, dtype=torch.int32)  # per block id: 0 prefix, docs, 0 query
-    starts[1 : layout.num_documents + 1] = torch.tensor(layout.document_starts, dtype=torch.int32)
-    return starts[layout.block_ids].to(device), layout.prefix_length
 
 
 def default_tiles(head_dim: int) -> tuple[int, int, int, int]:
@@ -114,7 +103,7 @@ def block_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     row_start: torch.Tensor,
-    prefix_length: int,
+    context_end: torch.Tensor | int,
     scale: float,
     *,
     block_m: Optional[int] = None,
@@ -124,8 +113,9 @@ def block_attention(
 ) -> torch.Tensor:
     """Block-sparse attention by the rule in the module docstring.
 
-    Shapes: q (H, T, D), k/v (Hkv, T, D), row_start (T,) int -> (H, T, D) in q's dtype. H must be a
-    multiple of Hkv. Tensors live on one CUDA device (or on CPU under TRITON_INTERPRET=1).
+    Shapes: q (H, T, D), k/v (Hkv, T, D), row_start (T,) int, context_end (T,) int or one int for every row
+    -> (H, T, D) in q's dtype. H must be a multiple of Hkv. Tensors live on one CUDA device (or on CPU under
+    TRITON_INTERPRET=1).
     """
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise ValueError(f"q, k, v must be (heads, T, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
@@ -137,13 +127,18 @@ def block_attention(
         raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
     if row_start.shape != (tokens,):
         raise ValueError(f"row_start must have shape ({tokens},), got {tuple(row_start.shape)}")
-    if not 0 <= prefix_length <= tokens:
-        raise ValueError(f"prefix_length must be in [0, {tokens}], got {prefix_length}")
+    if isinstance(context_end, int):
+        if not 0 <= context_end <= tokens:
+            raise ValueError(f"context_end given as one int (a prefix_length for every row) must be in [0, {tokens}], got {context_end}")
+        context_end = torch.full((tokens,), context_end, dtype=torch.int32, device=row_start.device)
+    if context_end.shape != (tokens,):
+        raise ValueError(f"context_end must have shape ({tokens},), got {tuple(context_end.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q, k, v must share one dtype among float32/float16/bfloat16; got {q.dtype}, {k.dtype}, {v.dtype}")
-    check_device(q, k, v, row_start)
+    check_device(q, k, v, row_start, context_end)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     row_start = row_start.to(torch.int32).contiguous()
+    context_end = context_end.to(torch.int32).contiguous()
     out = torch.empty_like(q, memory_format=torch.contiguous_format)  # (H, T, D)
     if tokens == 0:
         return out
@@ -153,20 +148,14 @@ def block_attention(
     block_n = block_n or tiles[1]
     grid = (triton.cdiv(tokens, block_m), heads)
     _block_attention_fwd[grid](
-        q, k, v, out, row_start,
+        q, k, v, out, row_start, context_end,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        tokens, prefix_length, scale * LOG2E,
+        tokens, scale * LOG2E,
         GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=num_warps or tiles[2], num_stages=num_stages or tiles[3],
     )
     return out
-
-
-def packed_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, scale: float) -> torch.Tensor:
-    """`block_attention` over the packed stream of `layout`. Shapes: q (H, T, D), k/v (Hkv, T, D) -> (H, T, D)."""
-    row_start, prefix_length = row_starts(layout, q.device)
-    return block_attention(q, k, v, row_start, prefix_length, scale)
 
 
 def check_device(*tensors: torch.Tensor) -> None:

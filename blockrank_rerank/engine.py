@@ -1,0 +1,124 @@
+"""The engine behind `BlockRank`: a loaded model with its settings, turning a query and contents into scores.
+
+It owns the walk text -> segments -> tokens -> layout (`layout`), runs the configured scoring mode over the
+layout (`score_layout`, `modes.py`) and decides between one shot and exact chunks (`execution_plan`). The
+layer sweep, the benchmarks and the tests use it directly; users call `BlockRank`, which holds one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import torch
+
+from .attention import AttentionPlan, plan_attention, resolve_backend
+from .budget import MB, ExecutionPlan, ModelShape, plan_execution
+from .config import BlockRankConfig
+from .forward import ScoringState, decoder_of, run_to_scoring_layer
+from .inputs import unique_contents
+from .layout import BlockLayout, build_layout
+from .modes import SCORING_MODES
+from .tokenize import tokenize_prompt
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    """A causal LM, its tokenizer and a `BlockRankConfig`, resolved once: L*, device, attention backend, scoring mode."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: BlockRankConfig, name: str = "custom") -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.num_layers = len(decoder_of(model).layers)
+        self.scoring_layer = config.resolved_scoring_layer(self.num_layers)
+        self.device = next(model.parameters()).device
+        self.backend = resolve_backend(config.attention_backend, self.device)
+        self.shape = ModelShape.of(model)
+        self.mode = SCORING_MODES[config.scoring_mode]
+        self.lock = threading.Lock()  # forwards on one model run one at a time; tokenising stays outside
+
+    def layout(self, query: str, contents: list[str]) -> BlockLayout:
+        """Tokenised, packed prompt for `query` over document `contents` (validated strings)."""
+        prompt = tokenize_prompt(self.tokenizer, query, contents, self.config.max_block_tokens)
+        if prompt.truncated_documents:
+            warnings.warn(
+                f"{len(prompt.truncated_documents)} of {len(contents)} documents exceed max_block_tokens="
+                f"{self.config.max_block_tokens} and were truncated",
+                stacklevel=5,
+            )
+        offset = self.config.resolved_query_position_offset(len(prompt.prefix))
+        last_document_position = len(prompt.prefix) + max((len(doc) for doc in prompt.documents), default=0)
+        if offset < last_document_position and not self.mode.causal_positions:
+            warnings.warn(
+                f"query_position_offset={offset} falls inside the documents' positions (up to {last_document_position - 1}); "
+                f"the query block then shares position ids with document tokens. Use an offset >= prefix + max_block_tokens",
+                stacklevel=5,
+            )
+        return build_layout(prompt, query_position_offset=offset, causal_positions=self.mode.causal_positions)
+
+    def attention_plan(self, layout: BlockLayout) -> AttentionPlan:
+        """Buckets and masks of `layout` for the attention backends, on the model's device."""
+        return plan_attention(layout, self.config.batch_tokens, self.device)
+
+    def scoring_state(self, layout: BlockLayout) -> ScoringState:
+        """Run the model over `layout` up to layer L* (or to the end when early_exit is off)."""
+        plan = self.attention_plan(layout)
+        with self.lock, torch.inference_mode():
+            return run_to_scoring_layer(
+                self.model, plan, self.scoring_layer, self.config.num_signal_tokens, self.backend, self.config.early_exit
+            )
+
+    def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
+        """One shot or chunked for `layout` under `memory_budget_mb`; only a chunkable mode with early exit can chunk."""
+        budget = self.config.memory_budget_mb
+        if self.mode.chunkable and self.config.early_exit:
+            plan = plan_execution(layout, self.shape, budget)
+            if plan.chunked:
+                logger.info(
+                    "%d tokens exceed memory_budget_mb=%s: chunks of %d document tokens%s",
+                    layout.num_tokens, budget, plan.chunk_tokens, ", hidden states spilled to disk" if plan.spill else "",
+                )
+            return plan
+        plan = plan_execution(layout, self.shape, None)
+        if budget is not None and plan.estimated_bytes > budget * MB:
+            logger.warning(
+                "scoring_mode=%r (early_exit=%s) cannot run chunked: ~%.0f MB for %d tokens exceeds memory_budget_mb=%s",
+                self.config.scoring_mode, self.config.early_exit, plan.estimated_bytes / MB, layout.num_tokens, budget,
+            )
+        return plan
+
+    def score_layout(self, layout: BlockLayout) -> torch.Tensor:
+        """Scores (N,) of the documents of `layout`, in input order, fp32, by the configured scoring mode (modes.py)."""
+        return self.checked(self.mode.score(self, layout).cpu())
+
+    def checked(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
+        return scores
+
+    def document_scores(self, query: str, contents: list[str]) -> list[float]:
+        """Scores of `contents` in input order; identical contents are scored once and share that score.
+
+        Shares are renormalised over the copies so that one call's scores still sum to 1 (modes whose scores
+        do not sum to one are copied as they are). No documents: []; one distinct document: 1.0, no forward.
+        """
+        unique, inverse = unique_contents(contents)
+        if len(unique) < len(contents):
+            logger.info("%d duplicate documents scored once each", len(contents) - len(unique))
+        if len(unique) <= 1:
+            shares = torch.ones(len(unique))
+        else:
+            shares = self.score_layout(self.layout(query, unique))
+        scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
+        if len(unique) < len(contents) and self.mode.scores_sum_to_one:
+            scores = scores / scores.sum()
+        return scores.tolist()
+
+
+__all__ = ["Engine"]

@@ -1,0 +1,81 @@
+"""Scoring modes by name: what each needs of the prompt layout and how it turns a layout into document scores.
+
+`engine.Engine` looks its mode up once (`SCORING_MODES[config.scoring_mode]`); config validation, the CLI's
+choices, the evaluation methods and the adapters' docstrings all take their lists from this registry. A new
+mode is one class here. Every mode reads attention through the attention-backend registry (`attention.py`)
+and the one layer loop (`forward.run_layers`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .chunked import chunked_scores
+from .icr import calibrated_document_scores, calibration_block, icr_token_scores
+from .layout import BlockLayout
+from .scoring import read_scores
+
+
+class ScoringMode:
+    """How a layout becomes scores; class attributes declare what the mode needs and promises."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for help texts and docs
+    causal_positions: ClassVar[bool] = False  # a plain causal prompt (positions 0..T-1) instead of the BlockRank layout
+    chunkable: ClassVar[bool] = False  # an exact chunked path exists, so `memory_budget_mb` can bound its memory
+    scores_sum_to_one: ClassVar[bool] = True  # shares of one call; False: unbounded scores (copies are not renormalised)
+
+    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
+        """Scores (N,) of the documents of `layout` in input order, computed with `engine`'s model and settings (an `engine.Engine`)."""
+        raise NotImplementedError
+
+
+class BlockRankMode(ScoringMode):
+    """The signal tokens' attention at L* over the block-sparse layout (docs/design.md §4), one shot or chunked."""
+
+    name = "blockrank"
+    summary = "block-sparse attention read at layer L* (the default)"
+    chunkable = True
+
+    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
+        plan = engine.execution_plan(layout)
+        if plan.chunked:
+            with engine.lock, torch.inference_mode():
+                return chunked_scores(
+                    engine.model, layout, engine.scoring_layer, engine.config.num_signal_tokens, plan.chunk_tokens,
+                    spill=plan.spill, max_rows=engine.config.batch_tokens,
+                )
+        state = engine.scoring_state(layout)
+        _, owner = layout.document_rows()
+        return read_scores(state.signal_queries, state.document_keys, owner, layout.num_documents, state.scale, fused=engine.backend == "triton")
+
+
+class FullAttentionMode(BlockRankMode):
+    """The same readout over plain causal attention and positions: the paper's full-attention baseline."""
+
+    name = "full"
+    summary = "plain causal attention over the same prompt (the paper's full-attention baseline)"
+    causal_positions = True
+    chunkable = False
+
+
+class ICRMode(ScoringMode):
+    """Zero-shot ICR (docs/design.md §6): every layer's query attention, calibrated by an "N/A" query block."""
+
+    name = "icr"
+    summary = "zero-shot ICR: every layer's query attention calibrated with the query \"N/A\" (for untrained models)"
+    scores_sum_to_one = False
+
+    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
+        engine.execution_plan(layout)  # logs when the call exceeds memory_budget_mb (ICR cannot chunk)
+        calibration = calibration_block(engine.tokenizer, engine.config.max_block_tokens)
+        with engine.lock, torch.inference_mode():
+            tokens = icr_token_scores(engine.model, layout, calibration, engine.backend, engine.config.batch_tokens)
+        return calibrated_document_scores(tokens, layout.num_documents)
+
+
+SCORING_MODES: dict[str, ScoringMode] = {mode.name: mode for mode in (BlockRankMode(), FullAttentionMode(), ICRMode())}
+
+__all__ = ["SCORING_MODES", "ScoringMode"]
