@@ -44,7 +44,11 @@ from blockrank_rerank.tokenize import TokenizedPrompt  # noqa: E402
 def synthetic_layout(num_documents: int, prefix: int, doc_tokens: int, query: int) -> BlockLayout:
     """A packed stream with the given block sizes (token ids do not matter to attention)."""
     prompt = TokenizedPrompt(
-        prefix=[1] * prefix, documents=[[1] * doc_tokens] * num_documents, query_block=[1] * query, query="q", truncated_documents=()
+        prefix=[1] * prefix,
+        documents=[[1] * doc_tokens] * num_documents,
+        query_block=[1] * query,
+        query="q",
+        truncated_documents=(),
     )
     return build_layout(prompt, query_position_offset=16384)
 
@@ -80,11 +84,16 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
 def dense_sdpa_fn(q, k, v, layout: BlockLayout, scale, device) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
     """SDPA with the dense (T, T) boolean mask of the same rule, built on the device (not timed)."""
     allowed = layout.allowed_on(device)  # (T, T) bool
-    return lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True)[0], None
+    return lambda: F.scaled_dot_product_attention(
+        q[None], k[None], v[None], attn_mask=allowed, scale=scale, enable_gqa=True
+    )[0], None
 
 
-def flex_attention_fn(q, k, v, row_start, context_end, scale, device, dense_max_tokens: int) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
-    """FlexAttention over the same rule (`attends`): the callable, and a note of the seconds its BlockMask took to build."""
+def flex_attention_fn(
+    q, k, v, row_start, context_end, scale, device, dense_max_tokens: int
+) -> tuple[Callable[[], torch.Tensor], Optional[str]]:
+    """FlexAttention over the same rule (`attends`): the callable, and a note of the seconds its BlockMask took
+    to build."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     def mask_mod(b, h, q_idx, kv_idx):
@@ -92,8 +101,11 @@ def flex_attention_fn(q, k, v, row_start, context_end, scale, device, dense_max_
 
     tokens = q.shape[1]
     began = time.perf_counter()
-    # Eager construction evaluates the (T, T) mask; above the dense cap the compiled builder avoids it (slow to compile).
-    block_mask = create_block_mask(mask_mod, None, None, tokens, tokens, device=device, _compile=tokens > dense_max_tokens)
+    # Eager construction evaluates the (T, T) mask; above the dense cap the compiled builder avoids it
+    # (slow to compile).
+    block_mask = create_block_mask(
+        mask_mod, None, None, tokens, tokens, device=device, _compile=tokens > dense_max_tokens
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     build = time.perf_counter() - began
@@ -136,7 +148,9 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
     elif not args.skip_dense:
         builders["sdpa-dense"] = lambda: dense_sdpa_fn(q, k, v, layout, scale, device)
     if not args.skip_flex:
-        builders["flex"] = lambda: flex_attention_fn(q, k, v, row_start, context_end, scale, device, args.dense_max_tokens)
+        builders["flex"] = lambda: flex_attention_fn(
+            q, k, v, row_start, context_end, scale, device, args.dense_max_tokens
+        )
     for name, build in builders.items():
         began = time.perf_counter()
         try:
@@ -145,7 +159,11 @@ def measure(n: int, args: argparse.Namespace, device: torch.device, dtype: torch
                 result["notes"].append(note)
             result["error"][name] = float((fn().float() - reference).abs().max())
             result["seconds"][name] = timed(fn, device, args.repeats)
-            print(f"N = {n} {name}: {1e3 * result['seconds'][name]:.3f} ms (setup and runs {time.perf_counter() - began:.1f} s)", flush=True)
+            print(
+                f"N = {n} {name}: {1e3 * result['seconds'][name]:.3f} ms "
+                f"(setup and runs {time.perf_counter() - began:.1f} s)",
+                flush=True,
+            )
         except Exception as error:  # noqa: BLE001 - a method that cannot run is reported, not fatal
             result["notes"].append(failure_note(name, error))
             print(f"N = {n} {name}: failed ({type(error).__name__})", flush=True)
@@ -179,10 +197,22 @@ def report(results: list[dict], args: argparse.Namespace, device_name: str) -> s
     lines = [
         "## Fused Triton kernels (GPU)",
         "",
-        f"`python bench/kernels.py` on {device_name}, torch {torch.__version__}, triton {triton.__version__}; one attention",
-        f"layer in {args.dtype} with Mistral-7B head geometry ({args.heads} heads, {args.kv_heads} KV heads, D = {args.head_dim}),",
-        f"prefix {args.prefix_tokens} tokens, N documents of {args.doc_tokens} tokens, query block {args.query_tokens} tokens.",
-        f"Median of {args.repeats} runs after a warm-up. TFLOP/s counts only the allowed (query, key) pairs, the same work for",
+        (
+            f"`python bench/kernels.py` on {device_name}, torch {torch.__version__}, "
+            f"triton {triton.__version__}; one attention"
+        ),
+        (
+            f"layer in {args.dtype} with Mistral-7B head geometry ({args.heads} heads, {args.kv_heads} KV heads, "
+            f"D = {args.head_dim}),"
+        ),
+        (
+            f"prefix {args.prefix_tokens} tokens, N documents of {args.doc_tokens} tokens, "
+            f"query block {args.query_tokens} tokens."
+        ),
+        (
+            f"Median of {args.repeats} runs after a warm-up. "
+            "TFLOP/s counts only the allowed (query, key) pairs, the same work for"
+        ),
         "every method; the error column is the max |difference| from the library's per-block SDPA path.",
         "",
         "| N | tokens | method | ms | tokens/s | TFLOP/s | max error |",
@@ -192,7 +222,8 @@ def report(results: list[dict], args: argparse.Namespace, device_name: str) -> s
         for name, seconds in r["seconds"].items():
             tflops = f"{r['flops'] / seconds / 1e12:.1f}" if "readout" not in name else "-"
             lines.append(
-                f"| {r['n']} | {r['tokens']} | {name} | {1e3 * seconds:.3f} | {r['tokens'] / seconds:,.0f} | {tflops} | {r['error'][name]:.1e} |"
+                f"| {r['n']} | {r['tokens']} | {name} | {1e3 * seconds:.3f} | {r['tokens'] / seconds:,.0f} | "
+                f"{tflops} | {r['error'][name]:.1e} |"
             )
     notes = [f"N = {r['n']}: {note}" for r in results for note in r["notes"]]
     if notes:
@@ -213,8 +244,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--skip-dense", action="store_true", help="skip SDPA with the dense (T, T) mask")
     parser.add_argument("--skip-flex", action="store_true", help="skip FlexAttention")
-    parser.add_argument("--dense-max-tokens", type=int, default=8192, help="skip the dense-mask SDPA baseline above this many tokens")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU through the Triton interpreter; writes nothing")
+    parser.add_argument(
+        "--dense-max-tokens", type=int, default=8192, help="skip the dense-mask SDPA baseline above this many tokens"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny shapes on CPU through the Triton interpreter; writes nothing"
+    )
     args = parser.parse_args(argv)
     args.dtype = "bfloat16"
 
@@ -226,7 +261,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(report(results, args, "CPU (Triton interpreter, smoke run: timings meaningless)"))
         return
     if not torch.cuda.is_available():
-        sys.exit("bench/kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); `--smoke` checks the script on CPU")
+        sys.exit(
+            "bench/kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); `--smoke` checks the script on CPU"
+        )
     device = torch.device("cuda")
     results = []
     for n in args.n:

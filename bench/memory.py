@@ -37,7 +37,12 @@ def child(n: int, budget: float | None, block: int) -> dict:
     from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(max_block_tokens=block, memory_budget_mb=budget), name=base.engine.name)
+    ranker = BlockRank(
+        base.engine.model,
+        base.engine.tokenizer,
+        base.config.replace(max_block_tokens=block, memory_budget_mb=budget),
+        name=base.engine.name,
+    )
     query, docs = documents(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every document is cut to the block size on purpose
@@ -49,14 +54,29 @@ def child(n: int, budget: float | None, block: int) -> dict:
         scores = ranker.engine.score_layout(layout)
         seconds = time.perf_counter() - start
     return {
-        "n": n, "budget_mb": budget, "tokens": layout.num_tokens, "document_tokens": sum(layout.document_lengths),
-        "chunk_tokens": plan.chunk_tokens, "spill": plan.spill, "estimated_mb": plan.estimated_bytes / 2**20,
-        "seconds": seconds, "peak_mb": memory.peak_above_start / 2**20, "scores": scores.tolist(),
+        "n": n,
+        "budget_mb": budget,
+        "tokens": layout.num_tokens,
+        "document_tokens": sum(layout.document_lengths),
+        "chunk_tokens": plan.chunk_tokens,
+        "spill": plan.spill,
+        "estimated_mb": plan.estimated_bytes / 2**20,
+        "seconds": seconds,
+        "peak_mb": memory.peak_above_start / 2**20,
+        "scores": scores.tolist(),
     }
 
 
 def run_child(n: int, budget: float | None, block: int) -> dict:
-    command = [sys.executable, __file__, "--child", str(n), "none" if budget is None else str(budget), "--block", str(block)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(n),
+        "none" if budget is None else str(budget),
+        "--block",
+        str(block),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -70,17 +90,29 @@ def report(results: list[dict], block: int) -> str:
         "high-water mark during one `score_layout` call above the resident set when it started (weights and the",
         "tokenised prompt excluded), each row in a fresh process. `memory_budget_mb` none = the one-shot path.",
         "",
-        "| N | tokens | memory_budget_mb | path | chunk tokens | estimated MB | peak MB | seconds | max abs diff vs one shot |",
+        (
+            "| N | tokens | memory_budget_mb | path | chunk tokens | estimated MB | peak MB | seconds | "
+            "max abs diff vs one shot |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     one_shot = {r["n"]: torch.tensor(r["scores"]) for r in results if r["chunk_tokens"] is None}
     for r in results:
-        path = "one shot" if r["chunk_tokens"] is None else ("chunked, spilled to disk" if r["spill"] else "chunked, in memory")
-        diff = f"{float((torch.tensor(r['scores']) - one_shot[r['n']]).abs().max()):.1e}" if r["n"] in one_shot and r["chunk_tokens"] else "-"
+        path = (
+            "one shot"
+            if r["chunk_tokens"] is None
+            else ("chunked, spilled to disk" if r["spill"] else "chunked, in memory")
+        )
+        diff = (
+            f"{float((torch.tensor(r['scores']) - one_shot[r['n']]).abs().max()):.1e}"
+            if r["n"] in one_shot and r["chunk_tokens"]
+            else "-"
+        )
         budget = "none" if r["budget_mb"] is None else f"{r['budget_mb']:g}"
         chunk = "-" if r["chunk_tokens"] is None else str(r["chunk_tokens"])
         lines.append(
-            f"| {r['n']} | {r['tokens']} | {budget} | {path} | {chunk} | {r['estimated_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.0f} | {diff} |"
+            f"| {r['n']} | {r['tokens']} | {budget} | {path} | {chunk} | {r['estimated_mb']:.0f} | "
+            f"{r['peak_mb']:.0f} | {r['seconds']:.0f} | {diff} |"
         )
     lines += [
         "",
@@ -94,7 +126,9 @@ def report(results: list[dict], block: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[500, 2000])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[2048, 512], help="memory_budget_mb values of the chunked cells")
+    parser.add_argument(
+        "--budgets", type=float, nargs="+", default=[2048, 512], help="memory_budget_mb values of the chunked cells"
+    )
     parser.add_argument("--one-shot-max-n", type=int, default=2000, help="largest N also run on the one-shot path")
     parser.add_argument("--block", type=int, default=160, help="max_block_tokens")
     parser.add_argument("--no-write", action="store_true", help="print the table without touching docs/benchmarks.md")
@@ -109,8 +143,11 @@ def main() -> None:
         budgets = ([None] if n <= args.one_shot_max_n else []) + list(args.budgets)
         for budget in budgets:
             result = run_child(n, budget, args.block)
-            print(f"N={n:5d} budget={budget!s:6} chunk={result['chunk_tokens']!s:7} spill={result['spill']!s:5} "
-                  f"est={result['estimated_mb']:7.0f} MB peak={result['peak_mb']:7.0f} MB {result['seconds']:7.1f} s", flush=True)
+            print(
+                f"N={n:5d} budget={budget!s:6} chunk={result['chunk_tokens']!s:7} spill={result['spill']!s:5} "
+                f"est={result['estimated_mb']:7.0f} MB peak={result['peak_mb']:7.0f} MB {result['seconds']:7.1f} s",
+                flush=True,
+            )
             results.append(result)
     text = report(results, args.block)
     if not args.no_write:

@@ -92,6 +92,7 @@ phase_trained() {  # docs/training.md: the adapter on the reporting sets (longes
   evaluate dl19-trained-top100 --dataset dl19 --depth 100 --model $T
   evaluate dl19-trained-top20 --dataset dl19 --depth 20 --model $T
   evaluate scifact-trained-top20-q20 --dataset scifact --depth 20 --queries 20 --model $T
+  evaluate scifact-trained-top20 --dataset scifact --depth 20 --model $T  # committed: from bench/gpu_quality_run.sh (H200)
 }
 
 partial_of() {  # unfinished SciFact top-100 run, K, eval arguments: summarise its first K queries (it runs in sorted order)

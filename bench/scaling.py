@@ -28,7 +28,11 @@ MODES = {
     "b": {"scoring_mode": "full", "early_exit": True},
     "c": {"scoring_mode": "full", "early_exit": False},
 }
-MODE_NAMES = {"a": "(a) block-sparse + early exit", "b": "(b) full causal + early exit", "c": "(c) full causal, all layers"}
+MODE_NAMES = {
+    "a": "(a) block-sparse + early exit",
+    "b": "(b) full causal + early exit",
+    "c": "(c) full causal, all layers",
+}
 
 
 def candidate_texts(n: int) -> tuple[str, list[str]]:
@@ -75,7 +79,10 @@ def flop_bounds(ns: list[int]) -> str:
         "## FLOP bound of the speed-up (same prompts as the scaling table)",
         "",
         "`python bench/scaling.py --flops-only`: FLOPs of each mode from the token counts and the model's shapes",
-        "(projections, MLP, and the attention pairs each mode computes; `forward_flops`). When all modes run at the same",
+        (
+            "(projections, MLP, and the attention pairs each mode computes; `forward_flops`). "
+            "When all modes run at the same"
+        ),
         "FLOP rate, the measured (c)/(a) time ratio equals the FLOP ratio, so this is what this model can reach.",
         "",
         "| N | tokens | (a) TFLOP | (b) TFLOP | (c) TFLOP | (c)/(a) FLOPs | (b)/(a) FLOPs |",
@@ -84,11 +91,16 @@ def flop_bounds(ns: list[int]) -> str:
     for n in ns:
         query, docs = candidate_texts(n)
         sparse = base.engine.layout(query, docs)
-        full = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(scoring_mode="full"), name=base.engine.name).engine.layout(query, docs)
+        full = BlockRank(
+            base.engine.model, base.engine.tokenizer, base.config.replace(scoring_mode="full"), name=base.engine.name
+        ).engine.layout(query, docs)
         a = forward_flops(config, sparse, base.engine.scoring_layer, blockrank=True)
         b = forward_flops(config, full, base.engine.scoring_layer, blockrank=False)
         c = forward_flops(config, full, base.engine.num_layers, blockrank=False)
-        lines.append(f"| {n} | {sparse.num_tokens} | {a / 1e12:.2f} | {b / 1e12:.2f} | {c / 1e12:.2f} | {c / a:.2f}x | {b / a:.2f}x |")
+        lines.append(
+            f"| {n} | {sparse.num_tokens} | {a / 1e12:.2f} | {b / 1e12:.2f} | {c / 1e12:.2f} | "
+            f"{c / a:.2f}x | {b / a:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -97,7 +109,9 @@ def child(mode: str, n: int, repeats: int) -> dict:
     from blockrank_rerank import BlockRank
 
     base = BlockRank.from_pretrained()
-    ranker = BlockRank(base.engine.model, base.engine.tokenizer, base.config.replace(**MODES[mode]), name=base.engine.name)  # the model's own settings
+    ranker = BlockRank(
+        base.engine.model, base.engine.tokenizer, base.config.replace(**MODES[mode]), name=base.engine.name
+    )  # the model's own settings
     query, docs = candidate_texts(n)
     layout = ranker.engine.layout(query, docs)
     ranker.engine.score_layout(ranker.engine.layout(query, docs[:3]))  # warm-up: allocator and thread pools
@@ -111,7 +125,14 @@ def child(mode: str, n: int, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     layers = ranker.engine.scoring_layer if MODES[mode]["early_exit"] else ranker.engine.num_layers
     flops = forward_flops(ranker.engine.model.config, layout, layers, blockrank=mode == "a")
-    return {"mode": mode, "n": n, "tokens": layout.num_tokens, "seconds": min(times), "peak_mb": memory.peak_above_start / 2**20, "flops": flops}
+    return {
+        "mode": mode,
+        "n": n,
+        "tokens": layout.num_tokens,
+        "seconds": min(times),
+        "peak_mb": memory.peak_above_start / 2**20,
+        "flops": flops,
+    }
 
 
 def fit(ns: list[int], seconds: list[float]) -> tuple[float, float, float, float]:
@@ -133,9 +154,15 @@ def report(results: list[dict], roofline_start: float, roofline_end: float) -> s
         f"`python bench/scaling.py` on {machine_line()}; SmolLM2-135M-Instruct fp32, L* = 19 of 30 layers,",
         "first DL19 query over BM25 passages (packed, no padding). Latency is the best of the repeats; peak",
         "memory is resident-set growth during one call, in a fresh process per cell.",
-        f"fp32 `torch.mm` rate measured in the same run: {roofline_start:.0f} GFLOP/s before, {roofline_end:.0f} GFLOP/s after.",
+        (
+            f"fp32 `torch.mm` rate measured in the same run: {roofline_start:.0f} GFLOP/s before, "
+            f"{roofline_end:.0f} GFLOP/s after."
+        ),
         "",
-        "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (c)/(a) FLOPs | (b)/(a) | (a) MB | (b) MB | (c) MB | (a) GFLOP/s | (a) % of mm |",
+        (
+            "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (c)/(a) FLOPs | (b)/(a) | (a) MB | (b) MB | (c) MB | "
+            "(a) GFLOP/s | (a) % of mm |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cell = lambda m, n, k, f: f.format(by[(m, n)][k]) if (m, n) in by else "not run"  # noqa: E731
@@ -146,21 +173,31 @@ def report(results: list[dict], roofline_start: float, roofline_end: float) -> s
         rate = a["flops"] / a["seconds"] / 1e9
         lines.append(
             f"| {n} | {a['tokens']} | {cell('a', n, 'seconds', '{:.2f}')} | {cell('b', n, 'seconds', '{:.2f}')} | "
-            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {flop_ratio} | {ratio('b')} | {cell('a', n, 'peak_mb', '{:.0f}')} | "
-            f"{cell('b', n, 'peak_mb', '{:.0f}')} | {cell('c', n, 'peak_mb', '{:.0f}')} | {rate:.0f} | {100 * rate / roofline:.0f}% |"
+            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {flop_ratio} | {ratio('b')} | "
+            f"{cell('a', n, 'peak_mb', '{:.0f}')} | "
+            f"{cell('b', n, 'peak_mb', '{:.0f}')} | {cell('c', n, 'peak_mb', '{:.0f}')} | "
+            f"{rate:.0f} | {100 * rate / roofline:.0f}% |"
         )
     lines += ["", "Fit of latency against N (least squares):", ""]
     for mode in MODES:
         points = [(n, by[(mode, n)]["seconds"]) for n in ns if (mode, n) in by]
         if len(points) >= 3:
             a_, b_, r2, slope = fit([p[0] for p in points], [p[1] for p in points])
-            lines.append(f"- {MODE_NAMES[mode]}: {a_:.3f} s + {1000 * b_:.1f} ms x N (R^2 = {r2:.4f}); log-log slope {slope:.2f}")
+            lines.append(
+                f"- {MODE_NAMES[mode]}: {a_:.3f} s + {1000 * b_:.1f} ms x N (R^2 = {r2:.4f}); log-log slope {slope:.2f}"
+            )
     skipped = [n for n in ns if ("c", n) not in by]
     if skipped:
-        lines += ["", f"(b) and (c) were not run at N = {', '.join(map(str, skipped))}: quadratic attention over "
-                  f"{by[('a', skipped[0])]['tokens']}+ tokens takes many minutes on 2 cores (`--full-max-n` raises the cap)."]
-    lines += ["", "GFLOP/s counts projections, MLP and the attention actually needed by (a); % of mm compares it with the",
-              "better of the two `torch.mm` measurements above."]
+        lines += [
+            "",
+            f"(b) and (c) were not run at N = {', '.join(map(str, skipped))}: quadratic attention over "
+            f"{by[('a', skipped[0])]['tokens']}+ tokens takes many minutes on 2 cores (`--full-max-n` raises the cap).",
+        ]
+    lines += [
+        "",
+        "GFLOP/s counts projections, MLP and the attention actually needed by (a); % of mm compares it with the",
+        "better of the two `torch.mm` measurements above.",
+    ]
     return "\n".join(lines)
 
 
@@ -188,10 +225,17 @@ def main() -> None:
                 continue
             repeats = args.repeats if n <= 100 else 1
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, str(n), "--repeats", str(repeats)], check=True, capture_output=True, text=True
+                [sys.executable, __file__, "--child", mode, str(n), "--repeats", str(repeats)],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{MODE_NAMES[mode]:32s} N={n:4d} tokens={result['tokens']:6d} {result['seconds']:8.2f} s {result['peak_mb']:8.0f} MB", flush=True)
+            print(
+                f"{MODE_NAMES[mode]:32s} N={n:4d} tokens={result['tokens']:6d} {result['seconds']:8.2f} s "
+                f"{result['peak_mb']:8.0f} MB",
+                flush=True,
+            )
             results.append(result)
     text = report(results, roofline_start, matmul_gflops())
     write_section("scaling", text)

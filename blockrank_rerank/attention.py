@@ -40,7 +40,9 @@ class AttentionPlan:
     buckets: tuple[DocumentBucket, ...] = ()
     query_mask: Optional[torch.Tensor] = None  # (Lq, T) bool, rows of the query block and of any reader block after it
     dense_mask: dict = field(default_factory=dict)  # cache: dtype -> (T, T) additive mask
-    kernel_arguments: dict = field(default_factory=dict)  # cache: device -> the Triton kernel's (row_start, context_end)
+    kernel_arguments: dict = field(
+        default_factory=dict
+    )  # cache: device -> the Triton kernel's (row_start, context_end)
 
 
 def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9) -> list[list[int]]:
@@ -63,14 +65,19 @@ def plan_buckets(
 ) -> tuple[DocumentBucket, ...]:
     """Length buckets of `documents`, each attending the prefix keys first, then its own; masks from `layout.attends`.
 
-    Bucket indices count from stream index `index_base` (0: the whole stream; the chunked path passes its chunk's start).
+    Bucket indices count from stream index `index_base` (0: the whole stream; the chunked path passes its chunk's
+    start).
     """
     prefix = layout.prefix_length
     starts, lengths = layout.document_starts, layout.document_lengths
     rows_of = [torch.arange(starts[k], starts[k] + lengths[k]) for k in documents]
-    if rows_of and not all(bool((layout.context_end[r] == prefix).all() and (layout.row_start[r] == starts[k]).all())
-                            for k, r in zip(documents, rows_of)):
-        raise ValueError("bucketed attention assumes documents whose context is the prefix and whose block is themselves")
+    if rows_of and not all(
+        bool((layout.context_end[r] == prefix).all() and (layout.row_start[r] == starts[k]).all())
+        for k, r in zip(documents, rows_of)
+    ):
+        raise ValueError(
+            "bucketed attention assumes documents whose context is the prefix and whose block is themselves"
+        )
     buckets = []
     for members in bucket_documents(tuple(lengths[k] for k in documents), max_rows):
         members = [documents[k] for k in members]
@@ -79,17 +86,22 @@ def plan_buckets(
         member_starts = torch.tensor([starts[k] for k in members])
         member_lengths = torch.tensor([lengths[k] for k in members])
         valid = offsets[None, :] < member_lengths[:, None]  # (G, L)
-        rows = torch.where(valid, member_starts[:, None] + offsets[None, :], member_starts[:, None])  # (G, L) stream indices
+        rows = torch.where(
+            valid, member_starts[:, None] + offsets[None, :], member_starts[:, None]
+        )  # (G, L) stream indices
         keys = torch.cat([torch.arange(prefix).expand(len(members), -1), rows], dim=1)  # (G, P + L)
         key_valid = torch.cat([torch.ones(len(members), prefix, dtype=torch.bool), valid], dim=1)  # (G, P + L)
-        allowed = attends(rows[:, :, None], keys[:, None, :], layout.row_start[rows][:, :, None], layout.context_end[rows][:, :, None])
+        allowed = attends(
+            rows[:, :, None], keys[:, None, :], layout.row_start[rows][:, :, None], layout.context_end[rows][:, :, None]
+        )
         mask = (allowed & key_valid[:, None, :])[:, None]  # (G, 1, L, P + L)
         buckets.append(DocumentBucket((rows - index_base).to(device), valid.to(device), mask.to(device)))
     return tuple(buckets)
 
 
 def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.device | str = "cpu") -> AttentionPlan:
-    """Precompute document buckets and the mask of the final blocks' rows (query block, any reader block) for `layout`."""
+    """Precompute document buckets and the mask of the final blocks' rows (query block, any reader block) for
+    `layout`."""
     if layout.causal_positions:
         return AttentionPlan(layout=layout, max_rows=max_rows)
     buckets = plan_buckets(layout, range(layout.num_documents), max_rows, device)
@@ -98,18 +110,28 @@ def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.devi
     return AttentionPlan(layout=layout, max_rows=max_rows, buckets=buckets, query_mask=query_mask.to(device))
 
 
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """SDPA on one sequence, causal when `mask` is None. Shapes: q (H, Tq, D), k/v (Hkv, Tk, D) -> (H, Tq, D).
 
     The batch dimension added here is what lets PyTorch pick its flash kernel on CPU (3-D inputs fall back
     to the math kernel, 6x slower and quadratic in memory).
     """
-    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True)
+    out = F.scaled_dot_product_attention(
+        q[None], k[None], v[None], attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
+    )
     return out[0]
 
 
 def bucket_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor, bucket: DocumentBucket, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_prefix: torch.Tensor,
+    v_prefix: torch.Tensor,
+    bucket: DocumentBucket,
+    scale: float,
 ) -> torch.Tensor:
     """Attention of one bucket's documents over the prefix and themselves (causal).
 
@@ -126,7 +148,9 @@ def bucket_attention(
     return out.transpose(0, 1)[:, bucket.valid]  # (G, H, L, D) -> (H, G, L, D) -> (H, rows, D)
 
 
-def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+def torch_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float
+) -> torch.Tensor:
     """Block-sparse attention from per-block SDPA calls. Shapes: q (H, T, D), k/v (Hkv, T, D) -> (H, T, D)."""
     layout = plan.layout
     if layout.causal_positions:
@@ -141,22 +165,30 @@ def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
     pieces.append(sdpa(q[:, start:], k, v, scale, plan.query_mask))
     destinations.append(torch.arange(start, layout.num_tokens, device=q.device))
     packed = torch.cat(pieces, dim=1)  # (H, T, D) in bucket order
-    return packed.new_zeros(q.shape).index_copy(1, torch.cat(destinations), packed)  # autocast: packed may be narrower than q
+    return packed.new_zeros(q.shape).index_copy(
+        1, torch.cat(destinations), packed
+    )  # autocast: packed may be narrower than q
 
 
-def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float
+) -> torch.Tensor:
     """Attention with an explicit (T, T) additive mask and fp32 softmax. Shapes: as `torch_attention`."""
     groups = q.shape[0] // k.shape[0]
     k = k.repeat_interleave(groups, dim=0)  # (Hkv, T, D) -> (H, T, D)
     v = v.repeat_interleave(groups, dim=0)
     if q.dtype not in plan.dense_mask:
         allowed = plan.layout.allowed().to(q.device)
-        plan.dense_mask[q.dtype] = torch.zeros(allowed.shape, device=q.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        plan.dense_mask[q.dtype] = torch.zeros(allowed.shape, device=q.device).masked_fill(
+            ~allowed, torch.finfo(torch.float32).min
+        )
     logits = (q.float() @ k.float().transpose(1, 2)) * scale + plan.dense_mask[q.dtype]  # (H, T, T)
     return (logits.softmax(dim=-1) @ v.float()).to(q.dtype)
 
 
-def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+def triton_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float
+) -> torch.Tensor:
     """Fused block-sparse Triton kernel (`blockrank_rerank.kernels.block_attention`). Shapes: as `torch_attention`."""
     from .kernels.block_attention import block_attention
 
@@ -167,7 +199,11 @@ def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: At
 
 
 AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionPlan, float], torch.Tensor]
-ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {"triton": triton_attention, "torch": torch_attention, "dense": dense_attention}
+ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {
+    "triton": triton_attention,
+    "torch": torch_attention,
+    "dense": dense_attention,
+}
 AUTO_ORDER = ("triton", "torch", "dense")  # what "auto" tries, fastest first
 _logged_choices: set[tuple[str, str]] = set()
 
@@ -180,9 +216,14 @@ def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) 
         if not triton_available():
             return "the triton package is not installed (pip install 'blockrank-rerank[triton]')"
         if device.type != "cuda" and (auto or device.type != "cpu" or not triton_interpreting()):
-            return f"Triton kernels need a CUDA device, got {device} (TRITON_INTERPRET=1 runs them on CPU, for tests only)"
+            return (
+                f"Triton kernels need a CUDA device, got {device} (TRITON_INTERPRET=1 runs them on CPU, for tests only)"
+            )
         if auto and triton_interpreting():
-            return "TRITON_INTERPRET=1 is set, which would run the kernels in Triton's (slow) interpreter, a mode for tests"
+            return (
+                "TRITON_INTERPRET=1 is set, which would run the kernels in Triton's (slow) interpreter, "
+                "a mode for tests"
+            )
     if name == "torch" and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 5):
         return f"per-block SDPA needs torch >= 2.5 for enable_gqa, found {torch.__version__}"
     return None
@@ -204,7 +245,12 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
             skipped.append(f"{candidate}: {reason}")
         if (device.type, candidate) not in _logged_choices:
             _logged_choices.add((device.type, candidate))
-            logger.info("attention backend 'auto' on %s -> %r%s", device, candidate, f" (skipped {'; '.join(skipped)})" if skipped else "")
+            logger.info(
+                "attention backend 'auto' on %s -> %r%s",
+                device,
+                candidate,
+                f" (skipped {'; '.join(skipped)})" if skipped else "",
+            )
         return candidate
     if name not in ATTENTION_FUNCTIONS:
         raise ValueError(f"unknown attention backend {name!r}; available: {sorted(ATTENTION_FUNCTIONS)} or 'auto'")

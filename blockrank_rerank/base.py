@@ -28,7 +28,8 @@ class Reranker(ABC):
         """Scores of `contents` (validated, stripped strings) in input order, for a validated `query`."""
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
-        """Scores in input order ([] for no documents); documents are str or mappings with "text" (and "title", "id", ...)."""
+        """Scores in input order ([] for no documents); documents are str or mappings with "text"
+        (and "title", "id", ...)."""
         query = check_query(query)
         contents = self.candidates(documents).contents
         return self.score_contents(query, contents) if contents else []
@@ -68,7 +69,9 @@ class Reranker(ABC):
         candidates = [self._batch_candidates(docs, number) for number, docs in enumerate(documents)]
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        pairs = tqdm(list(zip(checked_queries, candidates)), desc="Reranking", unit="query", disable=not show_progress_bar)
+        pairs = tqdm(
+            list(zip(checked_queries, candidates)), desc="Reranking", unit="query", disable=not show_progress_bar
+        )
         return [self.rank_candidates(query, docs, top_k) for query, docs in pairs]
 
     def _batch_candidates(self, documents: Sequence[DocumentInput], number: int) -> Candidates:

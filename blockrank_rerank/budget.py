@@ -19,7 +19,9 @@ from .layout import BlockLayout
 
 logger = logging.getLogger(__name__)
 MB = 1 << 20
-ALLOCATOR_SLACK = 32 * MB  # freed memory an allocator may keep (glibc serves blocks up to 32 MiB from its heap and trims lazily)
+ALLOCATOR_SLACK = (
+    32 * MB
+)  # freed memory an allocator may keep (glibc serves blocks up to 32 MiB from its heap and trims lazily)
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,14 @@ class ModelShape:
     @property
     def bytes_per_token(self) -> int:
         """Peak activation bytes per token of one decoder layer (see the module docstring)."""
-        return self.element_size * (6 * self.hidden + 6 * self.heads * self.head_dim + 8 * self.kv_heads * self.head_dim)
+        return self.element_size * (
+            6 * self.hidden + 6 * self.heads * self.head_dim + 8 * self.kv_heads * self.head_dim
+        )
 
     @property
     def fixed_bytes(self) -> int:
-        """Working memory that does not grow with tokens: one MLP chunk, the query block's fp32 logits, allocator slack."""
+        """Working memory that does not grow with tokens: one MLP chunk, the query block's fp32 logits,
+        allocator slack."""
         return self.element_size * MLP_CHUNK_TOKENS * 4 * self.intermediate + 4 * 3 * MAX_LOGITS + ALLOCATOR_SLACK
 
 
@@ -97,7 +102,9 @@ def plan_execution(layout: BlockLayout, shape: ModelShape, budget_mb: Optional[f
     if estimated > budget:
         logger.warning(
             "memory_budget_mb=%s is below the %.0f MB needed for one %d-token document per chunk; running anyway",
-            budget_mb, estimated / MB, longest,
+            budget_mb,
+            estimated / MB,
+            longest,
         )
     return ExecutionPlan(int(chunk_tokens), spill, estimated)
 

@@ -13,8 +13,8 @@ prefix and itself; only the query block reads every document. The stream therefo
     at L*: per chunk, the signal queries' logits over the chunk's document keys, reduced to one log-sum-exp
            per (head, signal token, document); a document's share is exp(lse_doc - lse_all), averaged.
 
-This is the one-shot computation reordered, not approximated: scores equal `forward.run_to_scoring_layer`
-+ `scoring.read_scores` up to float rounding. The layer loop is `forward.run_layers`, with `ChunkedStream`
+This is the one-shot computation reordered, not approximated: scores equal `forward.run_readout` over a
+`forward.PackedStream` up to float rounding. The layer loop is `forward.run_layers`, with `ChunkedStream`
 as the stream. What stays resident is one layer's document hidden states (Dtok x C in
 the compute dtype, in memory or spilled to a temporary file: `hidden_store.py`), one chunk's working set,
 and O(N) log-sum-exps.
@@ -23,12 +23,12 @@ and O(N) log-sum-exps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from .attention import DocumentBucket, bucket_attention, plan_buckets, sdpa
-from .forward import decoder_of, mlp_sublayer, output_projection, project, project_qkv, run_layers
+from .forward import Readout, decoder_of, mlp_sublayer, output_projection, project, project_qkv, run_readout
 from .hidden_store import FileStore, HiddenStore, MemoryStore
 from .layout import BlockLayout
 from .scoring import document_log_mass, shares_from_log_mass
@@ -110,9 +110,13 @@ class ChunkedStream:
     like a `forward.PackedStream`; `read_scores` is its readout at L*.
     """
 
-    def __init__(self, decoder: Any, layout: BlockLayout, chunks: list[Chunk], store: HiddenStore, max_rows: int = 8192) -> None:
+    def __init__(
+        self, decoder: Any, layout: BlockLayout, chunks: list[Chunk], store: HiddenStore, max_rows: int = 8192
+    ) -> None:
         if layout.causal_positions or layout.reader_starts:
-            raise ValueError("chunked scoring needs the BlockRank layout (causal_positions=False) with one final query block")
+            raise ValueError(
+                "chunked scoring needs the BlockRank layout (causal_positions=False) with one final query block"
+            )
         self.decoder, self.layout, self.chunks, self.store, self.max_rows = decoder, layout, chunks, store, max_rows
         self.device = decoder.embed_tokens.weight.device
         self.dtype = decoder.embed_tokens.weight.dtype
@@ -145,7 +149,10 @@ class ChunkedStream:
     def document_layer(
         self, layer: Any, hidden: torch.Tensor, chunk: Chunk, prefix_kv: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One layer over a chunk's documents: output hidden, keys and values. Shapes: (Tc, C) -> (Tc, C), (Hkv, Tc, D) x2."""
+        """One layer over a chunk's documents: output hidden, keys and values.
+
+        Shapes: (Tc, C) -> (Tc, C), (Hkv, Tc, D) x2.
+        """
         attn = layer.self_attn
         base = self.layout.prefix_length
         cos, sin = self.rotary(base + chunk.start, base + chunk.stop)
@@ -154,7 +161,9 @@ class ChunkedStream:
         del x
         out = torch.empty_like(q)  # (H, Tc, D), every row written by exactly one bucket
         for bucket in self.chunk_blocks(chunk):
-            out[:, bucket.index[bucket.valid]] = bucket_attention(q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling)
+            out[:, bucket.index[bucket.valid]] = bucket_attention(
+                q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling
+            )
         del q
         hidden = hidden + output_projection(attn, out)
         del out
@@ -165,10 +174,14 @@ class ChunkedStream:
         attn = layer.self_attn
         x_p = layer.input_layernorm(self.hidden_prefix)
         q_p, k_p, v_p = project_qkv(attn, x_p, self.cos_p, self.sin_p)  # (H, P, D), (Hkv, P, D), (Hkv, P, D)
-        self.hidden_prefix = mlp_sublayer(layer, self.hidden_prefix + output_projection(attn, sdpa(q_p, k_p, v_p, attn.scaling)))
+        self.hidden_prefix = mlp_sublayer(
+            layer, self.hidden_prefix + output_projection(attn, sdpa(q_p, k_p, v_p, attn.scaling))
+        )
         x_q = layer.input_layernorm(self.hidden_query)
         q_q, k_q, v_q = project_qkv(attn, x_q, self.cos_q, self.sin_q)  # (H, Lq, D), (Hkv, Lq, D), (Hkv, Lq, D)
-        state = partial_attention(q_q, k_p, v_p, attn.scaling).merge(partial_attention(q_q, k_q, v_q, attn.scaling, self.query_own))
+        state = partial_attention(q_q, k_p, v_p, attn.scaling).merge(
+            partial_attention(q_q, k_q, v_q, attn.scaling, self.query_own)
+        )
         for chunk in self.chunks:
             hidden, k_c, v_c = self.document_layer(layer, self.store.read(chunk.start, chunk.stop), chunk, (k_p, v_p))
             self.store.write(chunk.start, hidden)
@@ -176,10 +189,18 @@ class ChunkedStream:
             del hidden, k_c, v_c  # free this chunk before the next one is read
         self.hidden_query = mlp_sublayer(layer, self.hidden_query + output_projection(attn, state.out.to(self.dtype)))
 
-    def read_scores(self, layer: Any, num_signal_tokens: int) -> torch.Tensor:
-        """The readout at `layer` (L*): per-document log-sum-exps chunk by chunk, then each document's share. Shapes: -> (N,)."""
+    def read_scores(
+        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
+    ) -> torch.Tensor:
+        """The readout at `layer`: per-document log-sum-exps chunk by chunk, then each document's share.
+
+        Heads are averaged or weighted as in `scoring.read_scores`; `fused` is ignored (no fused chunked readout).
+        Shapes: -> (N,).
+        """
         attn, base, layout = layer.self_attn, self.layout.prefix_length, self.layout
-        signal = (layout.signal_rows(num_signal_tokens) - layout.query_start).to(self.device)  # (S,) rows of the query block
+        signal = (layout.signal_rows(num_signal_tokens) - layout.query_start).to(
+            self.device
+        )  # (S,) rows of the query block
         x_s = layer.input_layernorm(self.hidden_query[signal])  # (S, C)
         queries = project(attn, x_s, "q_proj", "q_norm", self.cos_q[signal], self.sin_q[signal])  # (H, S, D)
         pieces = []
@@ -187,8 +208,10 @@ class ChunkedStream:
             cos, sin = self.rotary(base + chunk.start, base + chunk.stop)
             x = layer.input_layernorm(self.store.read(chunk.start, chunk.stop))  # (Tc, C)
             keys = project(attn, x, "k_proj", "k_norm", cos, sin)  # (Hkv, Tc, D)
-            pieces.append(document_log_mass(queries, keys, self.owner(chunk), chunk.last - chunk.first, float(attn.scaling)))  # (H, S, Nc)
-        return shares_from_log_mass(torch.cat(pieces, dim=2))  # (N,)
+            pieces.append(
+                document_log_mass(queries, keys, self.owner(chunk), chunk.last - chunk.first, float(attn.scaling))
+            )  # (H, S, Nc)
+        return shares_from_log_mass(torch.cat(pieces, dim=2), head_weights)  # (H, S, N) -> (N,)
 
     def owner(self, chunk: Chunk) -> torch.Tensor:
         """Document of each row of `chunk`, counted from the chunk's first document. Shapes: (Tc,)."""
@@ -199,7 +222,7 @@ class ChunkedStream:
 def chunked_scores(
     model: Any,
     layout: BlockLayout,
-    scoring_layer: int,
+    readout: Union[int, Readout],
     num_signal_tokens: int,
     chunk_tokens: int,
     *,
@@ -207,8 +230,9 @@ def chunked_scores(
     spill_dir: Optional[str] = None,
     max_rows: int = 8192,
 ) -> torch.Tensor:
-    """BlockRank scores (N,) of `layout` computed `chunk_tokens` document tokens at a time (fp32, sum 1).
+    """BlockRank scores (N,) of `layout` computed `chunk_tokens` document tokens at a time (fp32).
 
+    `readout` is L* (every head of it) or a head selection ({layer: head weights}, `forward.run_readout`).
     With `spill`, document hidden states live in a temporary file (in `spill_dir`) instead of memory.
     """
     decoder = decoder_of(model)
@@ -219,16 +243,10 @@ def chunked_scores(
         store = FileStore(rows, weight.shape[1], weight.dtype, weight.device, spill_dir)
     else:
         store = MemoryStore(rows, weight.shape[1], weight.dtype, weight.device)
-    read: dict[str, torch.Tensor] = {}
-
-    def read_scoring_layer(index: int, layer: Any, stream: ChunkedStream) -> None:
-        if index == scoring_layer:
-            read["scores"] = stream.read_scores(layer, num_signal_tokens)
-
+    layers = {readout: None} if isinstance(readout, int) else readout
     try:
         stream = ChunkedStream(decoder, layout, chunk_documents(layout.document_lengths, chunk_tokens), store, max_rows)
-        run_layers(decoder, stream, scoring_layer, read_scoring_layer)
-        return read["scores"]
+        return run_readout(decoder, stream, layers, num_signal_tokens)
     finally:
         store.close()
 

@@ -1,4 +1,5 @@
-"""The `blockrank` command line: `rerank` (documents from JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`, `train`.
+"""The `blockrank` command line: `rerank` (JSONL/TSV or stdin to ranked JSONL), `demo`, `eval`, `sweep-layers`,
+`select-heads`, `train`.
 
 `main` is the one place that turns failures into exit statuses: one line `blockrank: error: ...` on stderr
 and status 2 for every expected failure, 130 for Ctrl-C, 141 (quietly) when the reader of stdout went
@@ -24,16 +25,32 @@ from typing import Any, Iterable, Iterator, NoReturn, Optional, Sequence, TextIO
 
 import torch
 
-from .config import DTYPES, BlockRankConfig
+from .config import ATTENTION_BACKENDS, DTYPES, BlockRankConfig
 from .modes import SCORING_MODES
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
-BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, what `yes | head -1` reports for `yes`: the output was cut short by its reader
+BROKEN_PIPE_STATUS = (
+    141  # 128 + SIGPIPE, what `yes | head -1` reports for `yes`: the output was cut short by its reader
+)
 # Failures of the input, the arguments or the environment, reported as `blockrank: error: ...` with status 2.
-EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, RecursionError, MemoryError, torch.OutOfMemoryError)
-UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as the surrogateescape error handler keeps them
-OTHER_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # lone surrogates no byte stands for (an argv built in Python)
-# Line breaks that JSON allows unescaped inside strings but `str.splitlines` splits on: escaped so one record is one line.
+EXPECTED_ERRORS = (
+    ValueError,
+    TypeError,
+    OSError,
+    ImportError,
+    FloatingPointError,
+    RecursionError,
+    MemoryError,
+    torch.OutOfMemoryError,
+)
+UNDECODABLE = re.compile(
+    "[\udc80-\udcff]"
+)  # bytes that were not UTF-8, as the surrogateescape error handler keeps them
+OTHER_SURROGATES = re.compile(
+    "[\ud800-\udc7f\udd00-\udfff]"
+)  # lone surrogates no byte stands for (an argv built in Python)
+# Line breaks that JSON allows unescaped inside strings but `str.splitlines` splits on: escaped so one record is
+# one line.
 LINE_BREAKS_IN_JSON = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -51,25 +68,65 @@ class Parser(argparse.ArgumentParser):
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and configure the model; every one maps to a BlockRankConfig field."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=None, help="Hugging Face id, local path or embedded:<name> (default: embedded:smollm2-135m-blockrank, the shipped BlockRank SmolLM2-135M)")
+    group.add_argument(
+        "--model",
+        default=None,
+        help=(
+            "Hugging Face id, local path or embedded:<name> (default: embedded:smollm2-135m-blockrank, the shipped "
+            "BlockRank SmolLM2-135M)"
+        ),
+    )
     group.add_argument("--scoring-layer", type=int, default=None, help="L*, 0-based layer whose attention is read")
     group.add_argument("--num-signal-tokens", type=int, default=None, help="last query-block tokens read (default 2)")
-    group.add_argument("--query-position-offset", type=int, default=None, help="first position id of the query block (default: the model's own, else right after the longest block)")
-    group.add_argument("--max-block-tokens", type=int, default=None, help="token cap per block (default: the model's own, else 384)")
-    group.add_argument("--scoring-mode", choices=list(SCORING_MODES), default=None,
-                       help="; ".join(f"{name}: {mode.summary}" for name, mode in SCORING_MODES.items()))
+    group.add_argument(
+        "--query-position-offset",
+        type=int,
+        default=None,
+        help="first position id of the query block (default: the model's own, else right after the longest block)",
+    )
+    group.add_argument(
+        "--max-block-tokens", type=int, default=None, help="token cap per block (default: the model's own, else 384)"
+    )
+    group.add_argument(
+        "--scoring-mode",
+        choices=list(SCORING_MODES),
+        default=None,
+        help="; ".join(f"{name}: {mode.summary}" for name, mode in SCORING_MODES.items()),
+    )
+    group.add_argument(
+        "--attention-backend",
+        choices=list(ATTENTION_BACKENDS),
+        default=None,
+        help="attention implementation (default auto: the fused Triton kernel on CUDA when usable, else torch)",
+    )
     group.add_argument("--dtype", choices=list(DTYPES), default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
-    group.add_argument("--memory-budget-mb", type=float, default=None, help="activation memory per call; above it scoring runs chunked (default 2048)")
+    group.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=None,
+        help="activation memory per call; above it scoring runs chunked (default 2048)",
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ["scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "scoring_mode", "dtype", "device", "memory_budget_mb"]
+    names = [
+        "scoring_layer",
+        "num_signal_tokens",
+        "query_position_offset",
+        "max_block_tokens",
+        "scoring_mode",
+        "attention_backend",
+        "dtype",
+        "device",
+        "memory_budget_mb",
+    ]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def read_documents(lines: Iterable[str], fmt: str, max_documents: Optional[int] = None) -> list[Any]:
-    """Documents from JSONL (a JSON string or an object with "text"/"content" per line) or TSV (`id<TAB>text` or `text`).
+    """Documents from JSONL (a JSON string or an object with "text"/"content" per line) or TSV (`id<TAB>text` or
+    `text`).
 
     Reading stops with a ValueError at the first document beyond `max_documents`, so memory is bounded by
     the limit, not by the length of the input.
@@ -80,8 +137,10 @@ def read_documents(lines: Iterable[str], fmt: str, max_documents: Optional[int] 
         if not line.strip():
             continue
         if max_documents is not None and len(documents) >= max_documents:
-            raise ValueError(f"the input holds more than {max_documents} documents (line {number}); "
-                             f"raise the limit with --max-documents N, or --max-documents 0 for none")
+            raise ValueError(
+                f"the input holds more than {max_documents} documents (line {number}); "
+                f"raise the limit with --max-documents N, or --max-documents 0 for none"
+            )
         documents.append(parse_line(line, number) if fmt == "jsonl" else tsv_document(line))
     return documents
 
@@ -143,7 +202,8 @@ def decoded_lines(text: TextIO, name: str) -> Iterator[str]:
 
 
 def argument_text(value: str, name: str) -> str:
-    """A command-line argument as text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD, with a warning.
+    """A command-line argument as text: bytes that were not UTF-8 (kept by Python as surrogates) become U+FFFD,
+    with a warning.
 
     Other lone surrogates, which no command line produces but an `argv` passed to `main` may hold, become U+FFFD too.
     """
@@ -151,7 +211,9 @@ def argument_text(value: str, name: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         warnings.warn(f"{name}: not valid UTF-8; undecodable bytes replaced with U+FFFD", stacklevel=2)
-        return OTHER_SURROGATES.sub("\ufffd", value).encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+        return (
+            OTHER_SURROGATES.sub("\ufffd", value).encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+        )
     return value
 
 
@@ -223,7 +285,14 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from .evaluation.evaluate import BINARY_THRESHOLDS, build_scorer, evaluate_scorer, format_summary, load_dataset, select_queries
+    from .evaluation.evaluate import (
+        BINARY_THRESHOLDS,
+        build_scorer,
+        evaluate_scorer,
+        format_summary,
+        load_dataset,
+        select_queries,
+    )
 
     if args.scoring_mode and args.method and args.scoring_mode != args.method:
         raise ValueError(f"--scoring-mode {args.scoring_mode} contradicts --method {args.method}; give one of them")
@@ -238,34 +307,75 @@ def command_eval(args: argparse.Namespace) -> int:
 
     from .loading import EMBEDDED_DEFAULT
 
-    settings = {"model": args.model or EMBEDDED_DEFAULT, "method": args.method, "queries": args.queries, "seed": args.seed,
-                "subset": "qids" if args.qids else "first" if args.first_queries else "seeded",
-                "torch_threads": torch.get_num_threads(), **overrides}
+    settings = {
+        "model": args.model or EMBEDDED_DEFAULT,
+        "method": args.method,
+        "queries": args.queries,
+        "seed": args.seed,
+        "subset": "qids" if args.qids else "first" if args.first_queries else "seeded",
+        "torch_threads": torch.get_num_threads(),
+        **overrides,
+    }
     if args.cache_document_embeddings:  # scores unchanged, s/query amortised over the queries that share documents
         settings["document_embedding_cache"] = True
     if hasattr(scorer, "engine"):
         settings["scoring_layer"] = scorer.engine.scoring_layer
     if hasattr(scorer, "config"):  # the resolved settings that shape scores: the model's own unless overridden
         config = scorer.config
-        settings.update(max_block_tokens=config.max_block_tokens, query_position_offset=config.query_position_offset,
-                        num_signal_tokens=config.num_signal_tokens, dtype=config.dtype)
+        settings.update(
+            max_block_tokens=config.max_block_tokens,
+            query_position_offset=config.query_position_offset,
+            num_signal_tokens=config.num_signal_tokens,
+            dtype=config.dtype,
+        )
+        if config.head_weights is not None:  # a head selection (blockrank select-heads) changes every score
+            settings["head_weights"] = {str(k): v for k, v in config.head_weights_dict().items()}
+    weights = checkpoint_weights_digest(args.model)
+    if weights:  # which trained weights scored: a retrained default keeps its name but not its digest
+        settings["checkpoint_weights"] = weights
     threshold = BINARY_THRESHOLDS[args.dataset] if args.binary_threshold is None else args.binary_threshold
     summary = evaluate_scorer(
-        scorer, run, output, method=args.method, depth=args.depth, qids=qids, binary_threshold=threshold,
-        settings=settings, show_progress_bar=not args.no_progress,
+        scorer,
+        run,
+        output,
+        method=args.method,
+        depth=args.depth,
+        qids=qids,
+        binary_threshold=threshold,
+        settings=settings,
+        show_progress_bar=not args.no_progress,
     )
     print(format_summary(summary))
     print(f"wrote {output / 'summary.json'} and {output / 'run.trec'}")
     return 0
 
 
-def command_sweep_layers(args: argparse.Namespace) -> int:
-    from .evaluation.evaluate import BINARY_THRESHOLDS, load_dataset, select_queries
-    from .reranker import BlockRank
-    from .evaluation.sweep import sweep_layers
+def checkpoint_weights_digest(model: Optional[str]) -> Optional[str]:
+    """The first 12 hex digits of the SHA-256 of a BlockRank checkpoint's weights file, or None for other models."""
+    import hashlib
 
-    if args.dataset in ("dl19", "scifact") and not args.allow_test_split:
-        raise ValueError(f"{args.dataset} is a reporting (test) split; sweep on a dev split such as dl21, or pass --allow-test-split")
+    from .loading import checkpoint_record
+
+    record = checkpoint_record(model)
+    if record is None:
+        return None
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        path = Path(record["path"]) / name
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return None
+
+
+def command_sweep_layers(args: argparse.Namespace) -> int:
+    from .evaluation import REPORTING_DATASETS
+    from .evaluation.evaluate import BINARY_THRESHOLDS, load_dataset, select_queries
+    from .evaluation.sweep import sweep_layers
+    from .reranker import BlockRank
+
+    if args.dataset in REPORTING_DATASETS and not args.allow_test_split:
+        raise ValueError(
+            f"{args.dataset} is a reporting (test) split; sweep on a dev split such as dl21, or pass --allow-test-split"
+        )
     run = load_dataset(args.dataset)
     qids = select_queries(run, args.queries, args.seed)
     overrides = config_overrides(args)
@@ -274,25 +384,89 @@ def command_sweep_layers(args: argparse.Namespace) -> int:
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     output = Path(args.output or f"runs/sweep-{args.dataset}-top{args.depth}.json")
     result = sweep_layers(
-        ranker.engine, run, qids, depth=args.depth, binary_threshold=BINARY_THRESHOLDS[args.dataset], layers=layers,
-        output=output, show_progress_bar=not args.no_progress,
+        ranker.engine,
+        run,
+        qids,
+        depth=args.depth,
+        binary_threshold=BINARY_THRESHOLDS[args.dataset],
+        layers=layers,
+        output=output,
+        show_progress_bar=not args.no_progress,
     )
     print(f"{'layer':>5} {'nDCG@10':>8}")
     for layer, metrics in result["layers"].items():
         print(f"{layer:>5} {metrics['nDCG@10']:8.4f}")
-    print(f"first stage nDCG@10 {result['first_stage_metrics']['nDCG@10']:.4f}; best layer {result['best_layer']} "
-          f"(default {result['default_layer']}); wrote {output}")
+    print(
+        f"first stage nDCG@10 {result['first_stage_metrics']['nDCG@10']:.4f}; best layer {result['best_layer']} "
+        f"(default {result['default_layer']}); wrote {output}"
+    )
+    return 0
+
+
+def command_select_heads(args: argparse.Namespace) -> int:
+    from .evaluation.heads import run_head_selection, write_head_weights
+    from .reranker import BlockRank
+
+    datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    overrides = config_overrides(args)
+    overrides.pop("scoring_mode", None)
+    ranker = BlockRank.from_pretrained(args.model, head_weights=None, **overrides)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    run_dir = Path(args.run_dir)
+    summary = run_head_selection(
+        ranker.engine,
+        datasets,
+        run_dir,
+        depth=args.depth,
+        num_queries=args.queries,
+        seed=args.seed,
+        layers=layers,
+        max_minutes=args.max_minutes,
+        max_steps=args.max_steps,
+        show_progress_bar=not args.no_progress,
+    )
+    output = run_dir / "selection.json"
+    output.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    counts = ", ".join(f"{name} {count}" for name, count in summary["num_dev_queries"].items())
+    print(f"dev queries: {counts}{'' if summary['complete'] else ' (partial: rerun to resume)'}")
+    print(
+        f"dev nDCG@10: every head of L*={summary['scoring_layer']} "
+        f"{summary['dev_ndcg@10_all_heads_at_scoring_layer']:.4f}, selected {summary['dev_ndcg@10_selected']:.4f} "
+        f"({summary['distinct_heads']} heads, exit layer {summary['exit_layer']})"
+    )
+    print(f"dev nDCG@10 of the first stage on the same candidates: {summary['dev_ndcg@10_first_stage']:.4f}")
+    fold = summary["two_fold"]
+    print(
+        f"two-fold (select on one half, measure on the other): selected {fold['held_out_selected']:.4f}, "
+        f"every head of L* {fold['held_out_all_heads_at_scoring_layer']:.4f}"
+    )
+    print(f"wrote {output}")
+    if args.write_to:
+        if summary["head_weights"] is None:
+            print(f"no selection beats every head of L* on the dev queries: {args.write_to} left unchanged")
+        elif not summary["complete"]:
+            print(f"collection is partial: {args.write_to} left unchanged (rerun to finish, then write)")
+        else:
+            write_head_weights(Path(args.write_to), summary["head_weights"], summary)
+            print(f"wrote head_weights into {Path(args.write_to) / 'blockrank.json'}")
     return 0
 
 
 TRAIN_HELP = {
     "output_dir": "directory of the result, its log and its resumable checkpoint",
     "model": "base model: Hugging Face id, local path, or the embedded SmolLM2-135M-Instruct (default)",
-    "sources": "comma-separated training sources: squad, msmarco-small, multihop-small, wikiqa, scifact-train, dl21, or jsonl:<path> "
-    "(one {\"query\", \"positives\", \"negatives\"} object a line)",
-    "forward": "packed (block-sparse, linear in N) or dense (padded batch, explicit mask; faster on a GPU for small models)",
+    "sources": "comma-separated training sources: squad, msmarco-small, multihop-small, wikiqa, scifact-train, "
+    "scifact-train-fit (without the scifact-dev claims), dl21, or jsonl:<path> "
+    '(one {"query", "positives", "negatives"} object a line)',
+    "forward": "packed (block-sparse, linear in N) or dense (padded batch, explicit mask; faster on a GPU for small "
+    "models)",
     "attention_backend": "attention backend of the packed forward: torch (per-block SDPA) or dense (explicit mask)",
     "lora_rank": "LoRA rank; 0 fine-tunes every weight",
+    "max_candidates": "mixed list sizes: each prompt draws its number of candidates from num-candidates..this",
+    "init_adapter": "warm start from a LoRA checkpoint of the same base, rank and layers "
+    "(a train output directory, or embedded:smollm2-135m-blockrank)",
+    "next_token_weight": "weight of the next-token loss; 0 trains only what scoring reads (layers 0..L*-1, "
+    "no LM head; packed forward)",
     "aux_weight": "λ, weight of the InfoNCE loss on layer-L* scores",
     "temperature": "τ of the InfoNCE loss",
     "max_minutes": "stop after this many minutes (a checkpoint is saved; rerun to resume)",
@@ -304,7 +478,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field (`--lora-rank`, `--aux-weight`, ...), typed from its default."""
     from .training.trainer import TrainConfig
 
-    hints = {"scoring_layer": int, "max_steps": int, "max_minutes": float}
+    hints = {"scoring_layer": int, "max_steps": int, "max_minutes": float, "max_candidates": int, "init_adapter": str}
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         help_text = TRAIN_HELP.get(field.name, "") + f" (default: {field.default})"
@@ -332,7 +506,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 
     parser.add_argument("--dataset", choices=list(DATASETS), default=default_dataset)
     parser.add_argument("--depth", type=int, default=default_depth, help="first-stage candidates reranked per query")
-    parser.add_argument("--queries", type=int, default=None, help="a fixed random subset of this many queries (default: all)")
+    parser.add_argument(
+        "--queries", type=int, default=None, help="a fixed random subset of this many queries (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the query subset")
     parser.add_argument("--output", default=None, help="output directory (eval) or JSON file (sweep-layers)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -348,11 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     rerank = commands.add_parser("rerank", help="rerank documents for one query, print ranked JSONL")
     rerank.add_argument("--query", "-q", required=True)
     rerank.add_argument("--input", "-i", default="-", help="JSONL or TSV file of documents, - for stdin (default)")
-    rerank.add_argument("--format", choices=["jsonl", "tsv"], default=None, help="default: from the file extension, else jsonl")
+    rerank.add_argument(
+        "--format", choices=["jsonl", "tsv"], default=None, help="default: from the file extension, else jsonl"
+    )
     rerank.add_argument("--top-k", type=int, default=None)
     rerank.add_argument("--with-text", action="store_true", help="include each document's text in the output")
-    rerank.add_argument("--max-documents", type=non_negative_int, default=None,
-                        help=f"stop with an error past this many documents, before reading further (default: {document_limit(None)}; 0: no limit)")
+    rerank.add_argument(
+        "--max-documents",
+        type=non_negative_int,
+        default=None,
+        help=(
+            "stop with an error past this many documents, before reading further "
+            f"(default: {document_limit(None)}; 0: no limit)"
+        ),
+    )
     add_model_arguments(rerank)
     rerank.set_defaults(handler=command_rerank)
 
@@ -364,14 +549,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--builtin", action="store_true", help="use the built-in corpus even when the data is present")
     demo.set_defaults(handler=command_demo)
 
-    evaluation = commands.add_parser("eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage")
-    evaluation.add_argument("--method", choices=list(METHODS), default=None,
-                            help="a scoring mode (same as --scoring-mode), a baseline, or first-stage (default: blockrank)")
+    evaluation = commands.add_parser(
+        "eval", help="rerank a shared candidate run; nDCG@10/MRR@10/Recall beside the first stage"
+    )
+    evaluation.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default=None,
+        help="a scoring mode (same as --scoring-mode), a baseline, or first-stage (default: blockrank)",
+    )
     evaluation.add_argument("--qids", default=None, help="comma-separated query ids (overrides --queries)")
-    evaluation.add_argument("--first-queries", action="store_true", help="with --queries N: the first N query ids in sorted order, not a seeded sample")
-    evaluation.add_argument("--cache-document-embeddings", action="store_true",
-                            help="bi-encoder only: embed each document once and reuse it under later queries (s/query is then amortised)")
-    evaluation.add_argument("--binary-threshold", type=int, default=None, help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)")
+    evaluation.add_argument(
+        "--first-queries",
+        action="store_true",
+        help="with --queries N: the first N query ids in sorted order, not a seeded sample",
+    )
+    evaluation.add_argument(
+        "--cache-document-embeddings",
+        action="store_true",
+        help="bi-encoder only: embed each document once and reuse it under later queries (s/query is then amortised)",
+    )
+    evaluation.add_argument(
+        "--binary-threshold",
+        type=int,
+        default=None,
+        help="grade counted relevant by MRR/recall (default: 2 for TREC DL, 1 for BEIR)",
+    )
     add_eval_arguments(evaluation, "dl19", 100)
     add_model_arguments(evaluation)
     evaluation.set_defaults(handler=command_eval)
@@ -383,6 +586,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(sweep)
     sweep.set_defaults(handler=command_sweep_layers)
 
+    heads = commands.add_parser(
+        "select-heads", help="choose the attention heads (and layers <= L*) the readout averages, on dev queries"
+    )
+    heads.add_argument(
+        "--datasets", default="dl21,scifact-dev", help="comma-separated dev datasets (default: dl21,scifact-dev)"
+    )
+    heads.add_argument("--depth", type=int, default=100, help="first-stage candidates per query (default 100)")
+    heads.add_argument("--queries", type=int, default=None, help="a seeded subset of this many queries per dataset")
+    heads.add_argument("--seed", type=int, default=0, help="seed of the query subsets")
+    heads.add_argument("--layers", default=None, help="comma-separated candidate layers (default: 0..L*)")
+    heads.add_argument("--max-steps", type=int, default=32, help="most greedy picks (default 32)")
+    heads.add_argument("--run-dir", required=True, help="directory of the cached per-head shares and selection.json")
+    heads.add_argument("--write-to", default=None, help="checkpoint directory whose blockrank.json gets the selection")
+    heads.add_argument("--max-minutes", type=float, default=None, help="stop collecting after this long (resumable)")
+    heads.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(heads)
+    heads.set_defaults(handler=command_select_heads)
+
     training = commands.add_parser("train", help="fine-tune a causal LM with the BlockRank objective (LoRA or full)")
     add_train_arguments(training)
     training.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -391,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one command and return its exit status; every failure is one line on stderr, never a traceback (see the module doc)."""
+    """Run one command and return its exit status; every failure is one line on stderr, never a traceback (see the
+    module doc)."""
     verbose = False
     format_warning = warnings.formatwarning
     warnings.formatwarning = warning_line
@@ -400,7 +622,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise OSError("stdout is closed; redirect it to a file (or to /dev/null) instead")
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
         status = args.handler(args)
         sys.stdout.flush()  # a write error surfaces here, not in the interpreter's final flush
         return status
@@ -419,7 +643,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.formatwarning = format_warning
 
 
-def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Optional[str] = None) -> str:
+def warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Optional[str] = None
+) -> str:
     """A warning as one line `blockrank: warning: ...`, not Python's two (location, then source line)."""
     return f"blockrank: warning: {one_line(str(message))}\n"
 
@@ -450,7 +676,8 @@ def fail(message: str, status: int) -> int:
 
 
 def settle_stdout() -> None:
-    """Flush stdout; when that fails (closed pipe, full disk), drop the output so the interpreter's exit does not report it again."""
+    """Flush stdout; when that fails (closed pipe, full disk), drop the output so the interpreter's exit does not
+    report it again."""
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
@@ -459,7 +686,8 @@ def settle_stdout() -> None:
 
 
 def discard_stdout() -> None:
-    """Point stdout's file descriptor at /dev/null, so the final flush of output nobody reads neither fails nor prints "Exception ignored"."""
+    """Point stdout's file descriptor at /dev/null, so the final flush of output nobody reads neither fails nor
+    prints "Exception ignored"."""
     try:
         descriptor = sys.stdout.fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)

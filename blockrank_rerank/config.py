@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -16,7 +17,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # device types a reranker can compute on
 MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
 MAX_BLOCK_TOKENS = 2**24  # no model has a longer context; keeps every default position far below MAX_POSITION
-MODEL_SETTINGS = ("scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens")  # facts about a trained model
+# facts about a trained model, which a checkpoint's blockrank.json may state
+MODEL_SETTINGS = ("scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "head_weights")
 
 # Per-checkpoint settings that are facts about how the checkpoint was trained.
 KNOWN_CHECKPOINTS: dict[str, dict[str, Any]] = {
@@ -41,7 +43,7 @@ def default_scoring_layer(num_layers: int) -> int:
 
 
 def check_int(name: str, value: Any, low: int, high: int, optional: bool = False, why: str = "") -> None:
-    """Refuse a non-int (bools included) or out-of-range value, so it fails here and not as an overflow deep in torch."""
+    """Refuse a non-int (bools included) or out-of-range value: it fails here, not as an overflow deep in torch."""
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -51,13 +53,15 @@ def check_int(name: str, value: Any, low: int, high: int, optional: bool = False
 
 
 def check_device(device: Any) -> torch.device:
-    """The torch device for `device`, refused with a ValueError when malformed, unsupported or absent on this machine."""
+    """The torch device for `device`; a ValueError when malformed, unsupported or absent on this machine."""
     if not isinstance(device, (str, torch.device)):
         raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
     try:
         parsed = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device {device!r} is not a device; use one of {DEVICE_TYPES}, with an index if needed ('cuda:1')") from None
+        raise ValueError(
+            f"device {device!r} is not a device; use one of {DEVICE_TYPES}, with an index if needed ('cuda:1')"
+        ) from None
     if parsed.type == "meta":
         raise ValueError(f"device {device!r}: cannot compute scores on meta (it holds shapes, no data)")
     if parsed.type not in DEVICE_TYPES:
@@ -80,29 +84,88 @@ def device_count(device_type: str) -> int:
     return backend.device_count() if backend.is_available() else 0
 
 
+HeadWeights = tuple[tuple[int, tuple[float, ...]], ...]  # ((layer, (weight per query head, ...)), ...) by layer
+
+
+def normalise_head_weights(value: Any) -> Optional[HeadWeights]:
+    """`head_weights` given as {layer: [w_h, ...]} (layer keys may be digit strings, as in JSON) or as pairs,
+    checked and scaled to sum to 1; None stays None. Every layer lists one weight per query head."""
+    if value is None:
+        return None
+    pairs = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(layer, weights) for layer, weights in pairs]
+    except (TypeError, ValueError):
+        raise ValueError(f"head_weights must map layers to lists of head weights, got {value!r}") from None
+    layers: dict[int, tuple[float, ...]] = {}
+    for layer, weights in pairs:
+        if isinstance(layer, str) and layer.isdigit() and len(layer) < 10:
+            layer = int(layer)
+        check_int("a head_weights layer", layer, 0, MAX_POSITION)
+        if layer in layers:
+            raise ValueError(f"head_weights lists layer {layer} twice")
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
+            raise ValueError(f"head_weights[{layer}] must be a non-empty list of weights, got {weights!r}")
+        if not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
+        ):
+            raise ValueError(f"head_weights[{layer}] must hold finite numbers >= 0, got {list(weights)!r}")
+        layers[layer] = tuple(float(w) for w in weights)
+    if not layers:
+        raise ValueError("head_weights must weigh at least one layer (or be None for every head of L*)")
+    if len({len(w) for w in layers.values()}) > 1:
+        raise ValueError("head_weights must list the same number of heads at every layer")
+    total = sum(sum(w) for w in layers.values())
+    if not total > 0:
+        raise ValueError("head_weights must have a positive weight somewhere")
+    return tuple((layer, tuple(w / total for w in layers[layer])) for layer in sorted(layers))
+
+
 @dataclass(frozen=True)
 class BlockRankConfig:
     """How a prompt is built, run and scored. Unknown keys raise `TypeError` (dataclass semantics)."""
 
-    scoring_layer: Optional[int] = None  # L*, 0-based decoder layer read for scores; None: default_scoring_layer
+    # L*, the 0-based decoder layer read for scores; None: default_scoring_layer, or the deepest layer of head_weights
+    scoring_layer: Optional[int] = None
     num_signal_tokens: int = 2  # last tokens of the query block whose attention is read (1 or 2)
-    query_position_offset: Optional[int] = None  # first position id of the query block; None: P + max_block_tokens (right after the longest block); BlockRank-trained checkpoints: 16384
+    # first position id of the query block; None: P + max_block_tokens (right after the longest block);
+    # BlockRank-trained checkpoints: 16384
+    query_position_offset: Optional[int] = None
     max_block_tokens: int = 384  # cap on tokens per block (prefix, each document, query block)
-    scoring_mode: str = "blockrank"  # "blockrank": block-sparse attention; "full": plain causal attention; "icr": zero-shot ICR (icr.py)
+    # "blockrank": block-sparse attention; "full": plain causal attention; "icr": zero-shot ICR (modes.py)
+    scoring_mode: str = "blockrank"
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
-    attention_backend: str = "auto"  # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "dense" (explicit mask)
+    # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "dense" (explicit mask)
+    attention_backend: str = "auto"
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
     device: str = "cpu"  # torch device string
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)
-    memory_budget_mb: Optional[float] = 2048  # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly; None: always one shot
-    max_documents: Optional[int] = 100_000  # most documents one call takes (ValueError above it; the CLI stops reading there): bounds per-document memory; None: no limit
+    # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly;
+    # None: always one shot
+    memory_budget_mb: Optional[float] = 2048
+    # most documents one call takes (ValueError above it; the CLI stops reading there): bounds per-document
+    # memory; None: no limit
+    max_documents: Optional[int] = 100_000
+    # which heads the readout averages, per layer: {layer: [weight of each query head]} (`blockrank
+    # select-heads` writes them into a checkpoint); None: every head of L* equally. Stored normalised
+    # (weights summing to 1) as ((layer, (w_0, ..., w_H-1)), ...), so the config stays hashable.
+    head_weights: Optional[Any] = None
 
     def __post_init__(self) -> None:
         check_int("scoring_layer", self.scoring_layer, 0, MAX_POSITION, optional=True)
         check_int("max_block_tokens", self.max_block_tokens, 8, MAX_BLOCK_TOKENS)
         check_int("num_signal_tokens", self.num_signal_tokens, 1, self.max_block_tokens)
-        check_int("query_position_offset", self.query_position_offset, 0, MAX_POSITION - self.max_block_tokens, optional=True,
-                  why=f"the query block's positions run up to offset + max_block_tokens ({self.max_block_tokens}), which must stay <= {MAX_POSITION}")
+        check_int(
+            "query_position_offset",
+            self.query_position_offset,
+            0,
+            MAX_POSITION - self.max_block_tokens,
+            optional=True,
+            why=(
+                f"the query block's positions run up to offset + max_block_tokens ({self.max_block_tokens}), "
+                f"which must stay <= {MAX_POSITION}"
+            ),
+        )
         if self.scoring_mode not in SCORING_MODES:
             raise ValueError(f"scoring_mode must be one of {tuple(SCORING_MODES)}, got {self.scoring_mode!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -113,9 +176,18 @@ class BlockRankConfig:
         budget = self.memory_budget_mb
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
             raise ValueError(f"memory_budget_mb must be None or a number > 0, got {budget!r}")
-        if self.max_documents is not None and (isinstance(self.max_documents, bool) or not isinstance(self.max_documents, int) or self.max_documents < 1):
+        if self.max_documents is not None and (
+            isinstance(self.max_documents, bool) or not isinstance(self.max_documents, int) or self.max_documents < 1
+        ):
             raise ValueError(f"max_documents must be None or an int >= 1, got {self.max_documents!r}")
         check_device(self.device)
+        object.__setattr__(self, "head_weights", normalise_head_weights(self.head_weights))
+        if self.head_weights is not None and self.scoring_layer is not None and self.scoring_layer != self.exit_layer:
+            raise ValueError(
+                f"scoring_layer={self.scoring_layer} but head_weights read layers up to {self.exit_layer}; "
+                "with head_weights the deepest weighted layer is L* "
+                "(leave scoring_layer unset, or set head_weights=None)"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -132,11 +204,23 @@ class BlockRankConfig:
         puts it right after the longest block a document may have; a checkpoint trained with a far offset
         (16384 for the released one and for ours) records it, and that value is used as given.
         """
-        return prefix_length + self.max_block_tokens if self.query_position_offset is None else self.query_position_offset
+        return (
+            prefix_length + self.max_block_tokens if self.query_position_offset is None else self.query_position_offset
+        )
+
+    @property
+    def exit_layer(self) -> Optional[int]:
+        """The deepest layer `head_weights` reads (where the forward stops), or None without head weights."""
+        return None if self.head_weights is None else self.head_weights[-1][0]
+
+    def head_weights_dict(self) -> Optional[dict[int, list[float]]]:
+        """`head_weights` as {layer: [weights]}, the form a user writes and `blockrank.json` stores."""
+        return None if self.head_weights is None else {layer: list(weights) for layer, weights in self.head_weights}
 
     def resolved_scoring_layer(self, num_layers: int) -> int:
-        """L* for a model of `num_layers` layers, checked to exist."""
-        layer = default_scoring_layer(num_layers) if self.scoring_layer is None else self.scoring_layer
+        """L* for a model of `num_layers` layers (the deepest weighted layer with head_weights), checked to exist."""
+        layer = self.scoring_layer if self.scoring_layer is not None else self.exit_layer
+        layer = default_scoring_layer(num_layers) if layer is None else layer
         if layer >= num_layers:
             raise ValueError(f"scoring_layer={layer} but the model has only {num_layers} layers (0-based)")
         return layer

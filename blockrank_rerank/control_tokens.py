@@ -108,7 +108,9 @@ class ControlTokenGuard:
         if control not in self.stand_ins:
             character = next((c for c in self._free if not any(c in text for text in self.user_texts)), None)
             if character is None:
-                raise ValueError("the query and documents use every private-use character; cannot keep control strings plain")
+                raise ValueError(
+                    "the query and documents use every private-use character; cannot keep control strings plain"
+                )
             self.stand_ins[control] = character
             self.restore[ord(character)] = control
         return self.stand_ins[control]
@@ -136,7 +138,8 @@ class ControlTokenGuard:
         return self.plain.encode([piece.translate(self.restore)])[0] if piece else []
 
     def encode(self, segments: list[str]) -> list[list[int]]:
-        """Ids of each rendered segment; those without user control strings in one batch call, as the tokenizer parses them."""
+        """Ids of each rendered segment; those without user control strings in one batch call, as the tokenizer
+        parses them."""
         whole = [k for k, s in enumerate(segments) if not self._holds_user_controls(s)]
         encoded: list[Optional[list[int]]] = [None] * len(segments)
         if whole:

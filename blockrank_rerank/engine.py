@@ -17,7 +17,7 @@ import torch
 from .attention import AttentionPlan, plan_attention, resolve_backend
 from .budget import MB, ExecutionPlan, ModelShape, plan_execution
 from .config import BlockRankConfig
-from .forward import ScoringState, decoder_of, run_to_scoring_layer
+from .forward import PackedStream, Readout, decoder_of, run_readout
 from .inputs import unique_contents
 from .layout import BlockLayout, build_layout
 from .modes import SCORING_MODES
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class Engine:
-    """A causal LM, its tokenizer and a `BlockRankConfig`, resolved once: L*, device, attention backend, scoring mode."""
+    """A causal LM, its tokenizer and a `BlockRankConfig`, resolved once: L*, readout, device, backend, mode."""
 
     def __init__(self, model: Any, tokenizer: Any, config: BlockRankConfig, name: str = "custom") -> None:
         self.config = config
@@ -40,6 +40,7 @@ class Engine:
         self.backend = resolve_backend(config.attention_backend, self.device)
         self.shape = ModelShape.of(model)
         self.mode = SCORING_MODES[config.scoring_mode]
+        self.readout = readout_of(config, self.scoring_layer, self.shape.heads, self.device)
         self.lock = threading.Lock()  # forwards on one model run one at a time; tokenising stays outside
 
     def layout(self, query: str, contents: list[str]) -> BlockLayout:
@@ -55,8 +56,9 @@ class Engine:
         last_document_position = len(prompt.prefix) + max((len(doc) for doc in prompt.documents), default=0)
         if offset < last_document_position and not self.mode.causal_positions:
             warnings.warn(
-                f"query_position_offset={offset} falls inside the documents' positions (up to {last_document_position - 1}); "
-                f"the query block then shares position ids with document tokens. Use an offset >= prefix + max_block_tokens",
+                f"query_position_offset={offset} falls inside the documents' positions "
+                f"(up to {last_document_position - 1}); the query block then shares position ids with document "
+                "tokens. Use an offset >= prefix + max_block_tokens",
                 stacklevel=5,
             )
         return build_layout(prompt, query_position_offset=offset, causal_positions=self.mode.causal_positions)
@@ -65,30 +67,41 @@ class Engine:
         """Buckets and masks of `layout` for the attention backends, on the model's device."""
         return plan_attention(layout, self.config.batch_tokens, self.device)
 
-    def scoring_state(self, layout: BlockLayout) -> ScoringState:
-        """Run the model over `layout` up to layer L* (or to the end when early_exit is off)."""
+    def readout_scores(self, layout: BlockLayout) -> torch.Tensor:
+        """Scores (N,) of `layout` in one shot: the readout's layers (L*, or the head selection) read in one forward."""
         plan = self.attention_plan(layout)
+        decoder = decoder_of(self.model)
+        last_layer = None if self.config.early_exit else self.num_layers
         with self.lock, torch.inference_mode():
-            return run_to_scoring_layer(
-                self.model, plan, self.scoring_layer, self.config.num_signal_tokens, self.backend, self.config.early_exit
+            stream = PackedStream.start(decoder, plan, self.backend)
+            return run_readout(
+                decoder, stream, self.readout, self.config.num_signal_tokens, last_layer, fused=self.backend == "triton"
             )
 
     def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
-        """One shot or chunked for `layout` under `memory_budget_mb`; only a chunkable mode with early exit can chunk."""
+        """One shot or chunked for `layout` under `memory_budget_mb`; only a chunkable mode with early exit chunks."""
         budget = self.config.memory_budget_mb
         if self.mode.chunkable and self.config.early_exit:
             plan = plan_execution(layout, self.shape, budget)
             if plan.chunked:
                 logger.info(
                     "%d tokens exceed memory_budget_mb=%s: chunks of %d document tokens%s",
-                    layout.num_tokens, budget, plan.chunk_tokens, ", hidden states spilled to disk" if plan.spill else "",
+                    layout.num_tokens,
+                    budget,
+                    plan.chunk_tokens,
+                    ", hidden states spilled to disk" if plan.spill else "",
                 )
             return plan
         plan = plan_execution(layout, self.shape, None)
         if budget is not None and plan.estimated_bytes > budget * MB:
             logger.warning(
-                "scoring_mode=%r (early_exit=%s) cannot run chunked: ~%.0f MB for %d tokens exceeds memory_budget_mb=%s",
-                self.config.scoring_mode, self.config.early_exit, plan.estimated_bytes / MB, layout.num_tokens, budget,
+                "scoring_mode=%r (early_exit=%s) cannot run chunked: ~%.0f MB for %d tokens exceeds "
+                "memory_budget_mb=%s",
+                self.config.scoring_mode,
+                self.config.early_exit,
+                plan.estimated_bytes / MB,
+                layout.num_tokens,
+                budget,
             )
         return plan
 
@@ -119,6 +132,20 @@ class Engine:
         if len(unique) < len(contents) and self.mode.scores_sum_to_one:
             scores = scores / scores.sum()
         return scores.tolist()
+
+
+def readout_of(config: BlockRankConfig, scoring_layer: int, heads: int, device: torch.device) -> Readout:
+    """What the readout reads: every head of L* equally, or the configured head weights, checked against the model."""
+    if config.head_weights is None:
+        return {scoring_layer: None}
+    readout: Readout = {}
+    for layer, weights in config.head_weights:
+        if len(weights) != heads:
+            raise ValueError(
+                f"head_weights[{layer}] lists {len(weights)} weights but the model has {heads} query heads"
+            )
+        readout[layer] = torch.tensor(weights, dtype=torch.float32, device=device)
+    return readout
 
 
 __all__ = ["Engine"]

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan
 from .layout import BlockLayout
+from .scoring import read_scores
 
 MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
 
@@ -41,7 +42,9 @@ def decoder_of(model: Any) -> Any:
     decoder = getattr(model, "model", model)
     for name in ("embed_tokens", "layers", "rotary_emb", "norm"):
         if not hasattr(decoder, name):
-            raise TypeError(f"{type(model).__name__} has no decoder attribute {name!r}; expected a Llama-style causal LM")
+            raise TypeError(
+                f"{type(model).__name__} has no decoder attribute {name!r}; expected a Llama-style causal LM"
+            )
     return decoder
 
 
@@ -55,7 +58,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def project(attn: Any, x: torch.Tensor, projection: str, norm: str, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def project(
+    attn: Any, x: torch.Tensor, projection: str, norm: str, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     """Query or key heads with RoPE. Shapes: x (T, C) -> (heads, T, D)."""
     heads = getattr(attn, projection)(x).view(x.shape[0], -1, attn.head_dim)  # (T, heads * D) -> (T, heads, D)
     if hasattr(attn, norm):  # Qwen3 normalises q and k per head
@@ -68,9 +73,15 @@ def project_values(attn: Any, x: torch.Tensor) -> torch.Tensor:
     return attn.v_proj(x).view(x.shape[0], -1, attn.head_dim).transpose(0, 1)  # (T, Hkv * D) -> (Hkv, T, D)
 
 
-def project_qkv(attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def project_qkv(
+    attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Queries and keys with RoPE, and values. Shapes: x (T, C) -> (H, T, D), (Hkv, T, D), (Hkv, T, D)."""
-    return project(attn, x, "q_proj", "q_norm", cos, sin), project(attn, x, "k_proj", "k_norm", cos, sin), project_values(attn, x)
+    return (
+        project(attn, x, "q_proj", "q_norm", cos, sin),
+        project(attn, x, "k_proj", "k_norm", cos, sin),
+        project_values(attn, x),
+    )
 
 
 def output_projection(attn: Any, out: torch.Tensor) -> torch.Tensor:
@@ -89,10 +100,18 @@ AttentionObserver = Callable[[torch.Tensor, torch.Tensor, float], None]  # (q (H
 
 
 def attention_sublayer(
-    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str,
+    layer: Any,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    plan: AttentionPlan,
+    backend: str,
     observe: Optional[AttentionObserver] = None,
 ) -> torch.Tensor:
-    """Residual attention step of one decoder layer; `observe` sees its post-RoPE q and k. Shapes: hidden (T, C) -> (T, C)."""
+    """Residual attention step of one decoder layer; `observe` sees its post-RoPE q and k.
+
+    Shapes: hidden (T, C) -> (T, C).
+    """
     attn = layer.self_attn
     x = layer.input_layernorm(hidden)
     q, k, v = project_qkv(attn, x, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
@@ -103,7 +122,12 @@ def attention_sublayer(
 
 
 def decoder_layer(
-    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan, backend: str,
+    layer: Any,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    plan: AttentionPlan,
+    backend: str,
     observe: Optional[AttentionObserver] = None,
 ) -> torch.Tensor:
     """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
@@ -153,7 +177,9 @@ class PackedStream:
 
     def advance(self, index: int, layer: Any) -> None:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            self.hidden = checkpoint(decoder_layer, layer, self.hidden, self.cos, self.sin, self.plan, self.backend, use_reentrant=False)
+            self.hidden = checkpoint(
+                decoder_layer, layer, self.hidden, self.cos, self.sin, self.plan, self.backend, use_reentrant=False
+            )
             return
         observe = None if self.observe is None else (lambda q, k, scale: self.observe(index, q, k, scale))
         self.hidden = decoder_layer(layer, self.hidden, self.cos, self.sin, self.plan, self.backend, observe)
@@ -161,6 +187,17 @@ class PackedStream:
     def scoring_projections(self, layer: Any, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Signal queries (H, S, D) and document keys (Hkv, Dtok, D) of `layer` for the hidden state entering it."""
         return scoring_projections(layer, self.hidden, self.cos, self.sin, self.plan.layout, num_signal_tokens)
+
+    def read_scores(
+        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
+    ) -> torch.Tensor:
+        """The readout at `layer` (`scoring.read_scores`) for the hidden state entering it. Shapes: -> (N,)."""
+        queries, keys = self.scoring_projections(layer, num_signal_tokens)
+        _, owner = self.plan.layout.document_rows()
+        scale = float(layer.self_attn.scaling)
+        return read_scores(
+            queries, keys, owner, self.plan.layout.num_documents, scale, head_weights=head_weights, fused=fused
+        )
 
 
 def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -171,7 +208,9 @@ def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch
     return hidden, cos[0], sin[0]
 
 
-def scoring_projections(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: BlockLayout, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def scoring_projections(
+    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: BlockLayout, num_signal_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RoPE queries of the signal rows and keys of every document token at `layer` (L*).
 
     Shapes: hidden (T, C) entering L* -> signal queries (H, S, D), document keys (Hkv, Dtok, D).
@@ -184,6 +223,39 @@ def scoring_projections(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin
     queries = project(attn, x_signal, "q_proj", "q_norm", cos[signal], sin[signal])
     keys = project(attn, x_docs, "k_proj", "k_norm", cos[rows], sin[rows])
     return queries, keys
+
+
+Readout = dict[int, Optional[torch.Tensor]]  # layer -> weights of its query heads (H,), or None: their mean
+
+
+class ScoredStream(Stream, Protocol):
+    """A stream that can also read document scores at a layer's entry (`PackedStream`, `chunked.ChunkedStream`)."""
+
+    def read_scores(
+        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
+    ) -> torch.Tensor: ...
+
+
+def run_readout(
+    decoder: Any,
+    stream: ScoredStream,
+    readout: Readout,
+    num_signal_tokens: int,
+    last_layer: Optional[int] = None,
+    fused: bool = False,
+) -> torch.Tensor:
+    """Document scores (N,): each layer of `readout` read as the stream reaches it, weighted, summed.
+
+    Layers run up to the deepest layer of `readout` (early exit), or up to `last_layer` when given.
+    """
+    parts: list[torch.Tensor] = []
+
+    def read_layer(index: int, layer: Any, stream: ScoredStream) -> None:
+        if index in readout:
+            parts.append(stream.read_scores(layer, num_signal_tokens, readout[index], fused))
+
+    run_layers(decoder, stream, max(readout) if last_layer is None else last_layer, read_layer)
+    return torch.stack(parts).sum(dim=0)  # (layers read, N) -> (N,)
 
 
 def run_to_scoring_layer(

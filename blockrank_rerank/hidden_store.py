@@ -42,9 +42,12 @@ class MemoryStore:
 
 
 class FileStore:
-    """The matrix in an unlinked temporary file (in `directory`, default the system temp dir), rows copied to `device` on read."""
+    """The matrix in an unlinked temporary file (in `directory`, default the system temp dir), rows copied to
+    `device` on read."""
 
-    def __init__(self, rows: int, width: int, dtype: torch.dtype, device: torch.device | str, directory: Optional[str] = None) -> None:
+    def __init__(
+        self, rows: int, width: int, dtype: torch.dtype, device: torch.device | str, directory: Optional[str] = None
+    ) -> None:
         self.width, self.dtype, self.device = width, dtype, torch.device(device)
         self.row_bytes = width * torch.empty(0, dtype=dtype).element_size()
         self._file = tempfile.TemporaryFile(dir=directory)
@@ -61,7 +64,9 @@ class FileStore:
 
     def write(self, start: int, rows: torch.Tensor) -> None:
         """Overwrite rows from `start` on (copied to the CPU). Shapes: rows (R, C)."""
-        raw = rows.detach().to("cpu", self.dtype).contiguous().view(torch.uint8).flatten().numpy()  # (rows, C) -> (rows * C * bytes,)
+        raw = (
+            rows.detach().to("cpu", self.dtype).contiguous().view(torch.uint8).flatten().numpy()
+        )  # (rows, C) -> (rows * C * bytes,)
         self._file.seek(start * self.row_bytes)
         self._file.write(memoryview(raw))
 

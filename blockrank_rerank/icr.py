@@ -66,8 +66,10 @@ class QueryRowMass:
     def __init__(self, plan: AttentionPlan, device: torch.device) -> None:
         layout = plan.layout  # the extended layout: [prefix | documents | query block | calibration block]
         split = layout.query_length  # rows of plan.query_mask: the query block's, then the calibration block's
-        self.blocks = [(slice(layout.query_start, layout.query_end), plan.query_mask[:split]),
-                       (slice(layout.reader_starts[0], layout.num_tokens), plan.query_mask[split:])]
+        self.blocks = [
+            (slice(layout.query_start, layout.query_end), plan.query_mask[:split]),
+            (slice(layout.reader_starts[0], layout.num_tokens), plan.query_mask[split:]),
+        ]
         self.documents = slice(layout.prefix_length, layout.query_start)
         self.mass = [torch.zeros(layout.query_start - layout.prefix_length, device=device) for _ in self.blocks]
 
@@ -116,7 +118,9 @@ def calibrated_document_scores(tokens: ICRTokenScores, num_documents: int) -> to
     """
     calibrated = (tokens.query - tokens.calibration).double()  # (Dtok,)
     owner = tokens.owner
-    count = torch.zeros(num_documents, dtype=calibrated.dtype, device=calibrated.device).index_add(0, owner, torch.ones_like(calibrated))
+    count = torch.zeros(num_documents, dtype=calibrated.dtype, device=calibrated.device).index_add(
+        0, owner, torch.ones_like(calibrated)
+    )
     total = torch.zeros_like(count).index_add(0, owner, calibrated)
     mean = total / count
     squared = torch.zeros_like(count).index_add(0, owner, (calibrated - mean[owner]) ** 2)
@@ -132,4 +136,11 @@ def calibration_block(tokenizer: Any, max_block_tokens: int) -> list[int]:
     return tokenize_prompt(tokenizer, CALIBRATION_QUERY, [], max_block_tokens).query_block
 
 
-__all__ = ["CALIBRATION_QUERY", "ICRTokenScores", "calibrated_document_scores", "calibration_block", "icr_token_scores", "query_row_attention"]
+__all__ = [
+    "CALIBRATION_QUERY",
+    "ICRTokenScores",
+    "calibrated_document_scores",
+    "calibration_block",
+    "icr_token_scores",
+    "query_row_attention",
+]

@@ -105,13 +105,16 @@ def _content(document: DocumentInput, position: int) -> tuple[str, Any, Mapping[
 
 
 def _clean_id_and_metadata(docid: Any, extra: dict[str, Any], position: int) -> tuple[Any, dict[str, Any]]:
-    """The id and metadata of document `position` with lone surrogates replaced (logged); ValueError when too deep to walk."""
+    """The id and metadata of document `position` with lone surrogates replaced (logged); ValueError when too
+    deep to walk."""
     try:
         cleaned_id, cleaned_extra = clean_value(docid), clean_value(extra)
     except RecursionError:
         raise ValueError(f"document {position}: 'id' or metadata is nested too deeply") from None
     if cleaned_id is not docid or cleaned_extra is not extra:
-        logger.warning("document %d: 'id' or metadata holds invalid Unicode (lone surrogates); replaced with U+FFFD", position)
+        logger.warning(
+            "document %d: 'id' or metadata holds invalid Unicode (lone surrogates); replaced with U+FFFD", position
+        )
     return cleaned_id, cleaned_extra
 
 
@@ -138,7 +141,8 @@ def check_documents(documents: Any, max_documents: Optional[int] = None) -> Cand
 
 
 def check_queries(queries: Any) -> list[str]:
-    """Each query of a batch checked and cleaned; TypeError for a str or bytes (it would iterate per character) or a non-sequence."""
+    """Each query of a batch checked and cleaned; TypeError for a str or bytes (it would iterate per character)
+    or a non-sequence."""
     if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
         raise TypeError(f"queries must be a list of str, got {type(queries).__name__}")
     checked = []

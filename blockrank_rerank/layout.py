@@ -57,7 +57,10 @@ class BlockLayout:
     def signal_rows(self, count: int) -> torch.Tensor:
         """Stream indices of the last `count` query-block tokens before any completion. Shapes: (S,)."""
         if count > self.query_length - self.completion_length:
-            raise ValueError(f"num_signal_tokens={count} exceeds the query block's {self.query_length - self.completion_length} tokens")
+            raise ValueError(
+                f"num_signal_tokens={count} exceeds the query block's "
+                f"{self.query_length - self.completion_length} tokens"
+            )
         return torch.arange(self.completion_start - count, self.completion_start)
 
     def document_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +70,8 @@ class BlockLayout:
         return rows, owner
 
     def allowed(self) -> torch.Tensor:
-        """Dense boolean attention mask, True where query i may attend key j. Shapes: (T, T). For tests and dense paths."""
+        """Dense boolean attention mask, True where query i may attend key j. Shapes: (T, T). For tests and
+        dense paths."""
         return self.allowed_on("cpu")
 
     def allowed_on(self, device: torch.device | str) -> torch.Tensor:
@@ -82,7 +86,8 @@ class BlockLayout:
         return attends(rows[:, None], keys[None, :], row_start[:, None], context_end[:, None])
 
     def kernel_arguments(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """`attends`' per-token bounds as the Triton kernels take them: (row_start, context_end). Shapes: (T,) int32 each."""
+        """`attends`' per-token bounds as the Triton kernels take them: (row_start, context_end).
+        Shapes: (T,) int32 each."""
         return self.row_start.to(device, torch.int32), self.context_end.to(device, torch.int32)
 
     def with_reader_block(self, token_ids: Sequence[int]) -> "BlockLayout":
@@ -111,7 +116,9 @@ class BlockLayout:
         )
 
 
-def attends(q_idx: torch.Tensor, kv_idx: torch.Tensor, row_start: torch.Tensor, context_end: torch.Tensor) -> torch.Tensor:
+def attends(
+    q_idx: torch.Tensor, kv_idx: torch.Tensor, row_start: torch.Tensor, context_end: torch.Tensor
+) -> torch.Tensor:
     """The attention rule, stated once (docs/design.md §2): token i attends key j iff j <= i and j lies in
     i's shared context `[0, context_end[i])` or in i's own block up to i, `[row_start[i], i]`.
 
@@ -122,8 +129,15 @@ def attends(q_idx: torch.Tensor, kv_idx: torch.Tensor, row_start: torch.Tensor, 
     return (kv_idx <= q_idx) & ((kv_idx < context_end) | (kv_idx >= row_start))
 
 
-def block_bounds(block_ids: torch.Tensor, prefix_length: int, document_starts: Sequence[int], query_start: int, causal_positions: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per token: first stream index of its own block and end of its shared context (see `attends`). Shapes: (T,), (T,)."""
+def block_bounds(
+    block_ids: torch.Tensor,
+    prefix_length: int,
+    document_starts: Sequence[int],
+    query_start: int,
+    causal_positions: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token: first stream index of its own block and end of its shared context (see `attends`).
+    Shapes: (T,), (T,)."""
     if causal_positions:
         return torch.zeros_like(block_ids), torch.zeros_like(block_ids)
     num_documents = len(document_starts)
@@ -133,7 +147,11 @@ def block_bounds(block_ids: torch.Tensor, prefix_length: int, document_starts: S
 
 
 def build_layout(
-    prompt: TokenizedPrompt, *, query_position_offset: int, causal_positions: bool = False, completion: Sequence[int] = ()
+    prompt: TokenizedPrompt,
+    *,
+    query_position_offset: int,
+    causal_positions: bool = False,
+    completion: Sequence[int] = (),
 ) -> BlockLayout:
     """Pack `prompt` into one stream; BlockRank positions unless `causal_positions` (plain 0..T-1).
 

@@ -46,7 +46,9 @@ OFFLINE_VALUES = ("1", "ON", "YES", "TRUE")
 
 def trained_default_available() -> bool:
     """Whether the shipped BlockRank adapter is installed (then it is the default model)."""
-    return (TRAINED_ADAPTER_DIR / CHECKPOINT_FILE).is_file() and (TRAINED_ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    return (TRAINED_ADAPTER_DIR / CHECKPOINT_FILE).is_file() and (
+        TRAINED_ADAPTER_DIR / "adapter_model.safetensors"
+    ).is_file()
 
 
 EMBEDDED_DEFAULT = EMBEDDED_TRAINED if trained_default_available() else EMBEDDED_BASE
@@ -153,7 +155,9 @@ def checkpoint_record(name_or_path: Optional[str]) -> Optional[dict[str, Any]]:
         name_or_path = EMBEDDED_DEFAULT
     if name_or_path == EMBEDDED_TRAINED:
         if not trained_default_available():
-            raise FileNotFoundError(f"{EMBEDDED_TRAINED} is not installed with this copy of blockrank-rerank ({TRAINED_ADAPTER_DIR})")
+            raise FileNotFoundError(
+                f"{EMBEDDED_TRAINED} is not installed with this copy of blockrank-rerank ({TRAINED_ADAPTER_DIR})"
+            )
         name_or_path = str(TRAINED_ADAPTER_DIR)
     path = Path(str(name_or_path)) / CHECKPOINT_FILE
     if not path.is_file():
@@ -202,8 +206,12 @@ def load_model_and_tokenizer(
     if hub_offline():  # also when the variable was set after huggingface_hub read it at import
         from_pretrained_kwargs.setdefault("local_files_only", True)
     source = str(embedded_default_dir()) if name == EMBEDDED_BASE else name
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=from_pretrained_kwargs.get("local_files_only", False))
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **from_pretrained_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, local_files_only=from_pretrained_kwargs.get("local_files_only", False)
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, attn_implementation="sdpa", **from_pretrained_kwargs
+    )
     model_type = getattr(model.config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} of {name} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
@@ -211,7 +219,8 @@ def load_model_and_tokenizer(
 
 
 def check_base_chain(record: dict[str, Any], **from_pretrained_kwargs: Any) -> None:
-    """Refuse, before loading weights, a LoRA record whose base models loop back to a checkpoint already on the chain."""
+    """Refuse, before loading weights, a LoRA record whose base models loop back to a checkpoint already on the
+    chain."""
     seen = [Path(record["path"]).resolve()]
     while record["kind"] == "lora":
         file, base = Path(record["path"]) / CHECKPOINT_FILE, record["base_model"]
@@ -236,7 +245,8 @@ def require_available(name: str, context: str = "", **from_pretrained_kwargs: An
     if local_directory(name) or not hub_offline() or in_hub_cache(name, **from_pretrained_kwargs):
         return
     raise OSError(
-        f"{context}{name!r} is neither a local directory nor in the Hugging Face cache, and HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE "
+        f"{context}{name!r} is neither a local directory nor in the Hugging Face cache, "
+        "and HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE "
         "is set, so it cannot be downloaded: download it while online or pass a local path"
     )
 
@@ -250,7 +260,8 @@ def local_directory(name: str) -> bool:
 
 
 def hub_offline() -> bool:
-    """Whether Hugging Face downloads are off: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, read now rather than at import."""
+    """Whether Hugging Face downloads are off: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, read now rather than at
+    import."""
     from huggingface_hub import constants
 
     flags = (os.environ.get(variable, "").strip().upper() for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -267,7 +278,9 @@ def in_hub_cache(repo_id: str, cache_dir: Optional[str] = None, revision: Option
         return False
 
 
-def load_lora_checkpoint(record: dict[str, Any], name: str, dtype: torch.dtype, device: str, **from_pretrained_kwargs: Any) -> tuple[Any, Any, str]:
+def load_lora_checkpoint(
+    record: dict[str, Any], name: str, dtype: torch.dtype, device: str, **from_pretrained_kwargs: Any
+) -> tuple[Any, Any, str]:
     """The base model of a LoRA checkpoint with the adapter merged into its weights (merged in fp32)."""
     try:
         from peft import PeftModel

@@ -15,7 +15,6 @@ import torch
 from .chunked import chunked_scores
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
 from .layout import BlockLayout
-from .scoring import read_scores
 
 
 class ScoringMode:
@@ -25,10 +24,12 @@ class ScoringMode:
     summary: ClassVar[str]  # one line for help texts and docs
     causal_positions: ClassVar[bool] = False  # a plain causal prompt (positions 0..T-1) instead of the BlockRank layout
     chunkable: ClassVar[bool] = False  # an exact chunked path exists, so `memory_budget_mb` can bound its memory
-    scores_sum_to_one: ClassVar[bool] = True  # shares of one call; False: unbounded scores (copies are not renormalised)
+    scores_sum_to_one: ClassVar[bool] = (
+        True  # shares of one call; False: unbounded scores (copies are not renormalised)
+    )
 
     def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
-        """Scores (N,) of the documents of `layout` in input order, computed with `engine`'s model and settings (an `engine.Engine`)."""
+        """Scores (N,) of the documents of `layout` in input order, with `engine`'s model and settings (`Engine`)."""
         raise NotImplementedError
 
 
@@ -41,15 +42,18 @@ class BlockRankMode(ScoringMode):
 
     def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
         plan = engine.execution_plan(layout)
-        if plan.chunked:
-            with engine.lock, torch.inference_mode():
-                return chunked_scores(
-                    engine.model, layout, engine.scoring_layer, engine.config.num_signal_tokens, plan.chunk_tokens,
-                    spill=plan.spill, max_rows=engine.config.batch_tokens,
-                )
-        state = engine.scoring_state(layout)
-        _, owner = layout.document_rows()
-        return read_scores(state.signal_queries, state.document_keys, owner, layout.num_documents, state.scale, fused=engine.backend == "triton")
+        if not plan.chunked:
+            return engine.readout_scores(layout)
+        with engine.lock, torch.inference_mode():
+            return chunked_scores(
+                engine.model,
+                layout,
+                engine.readout,
+                engine.config.num_signal_tokens,
+                plan.chunk_tokens,
+                spill=plan.spill,
+                max_rows=engine.config.batch_tokens,
+            )
 
 
 class FullAttentionMode(BlockRankMode):
@@ -65,7 +69,7 @@ class ICRMode(ScoringMode):
     """Zero-shot ICR (docs/design.md §6): every layer's query attention, calibrated by an "N/A" query block."""
 
     name = "icr"
-    summary = "zero-shot ICR: every layer's query attention calibrated with the query \"N/A\" (for untrained models)"
+    summary = 'zero-shot ICR: every layer\'s query attention calibrated with the query "N/A" (for untrained models)'
     scores_sum_to_one = False
 
     def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:

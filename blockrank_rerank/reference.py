@@ -16,7 +16,9 @@ from .scoring import document_scores
 
 
 @torch.no_grad()
-def dense_reference(model: Any, layout: BlockLayout, scoring_layer: int, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_reference(
+    model: Any, layout: BlockLayout, scoring_layer: int, num_signal_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores (N,) and the hidden state entering layer L* (T, C), computed the slow, obvious way."""
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")

@@ -21,7 +21,9 @@ class BlockRank(Reranker):
         >>> ranker.rerank("what is a cat", ["Cats are felines.", "Stocks fell."], top_k=1)[0].index
     """
 
-    def __init__(self, model: Any, tokenizer: Any, config: Optional[BlockRankConfig] = None, *, name: str = "custom") -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, config: Optional[BlockRankConfig] = None, *, name: str = "custom"
+    ) -> None:
         self.engine = Engine(model, tokenizer, config or BlockRankConfig(), name)
 
     @classmethod
@@ -50,10 +52,14 @@ class BlockRank(Reranker):
 
     def __repr__(self) -> str:
         engine = self.engine
-        return f"BlockRank(model={engine.name!r}, scoring_layer={engine.scoring_layer}/{engine.num_layers}, mode={engine.config.scoring_mode!r})"
+        return (
+            f"BlockRank(model={engine.name!r}, scoring_layer={engine.scoring_layer}/{engine.num_layers}, "
+            f"mode={engine.config.scoring_mode!r})"
+        )
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
-        """Scores of validated `contents`: shares in [0, 1] summing to 1 (ICR: calibrated attention mass); copies share a score."""
+        """Scores of validated `contents`: shares in [0, 1] summing to 1 (ICR: calibrated attention mass); copies
+        share a score."""
         return self.engine.document_scores(query, contents)
 
 

@@ -8,7 +8,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, overload
 
 @dataclass(frozen=True)
 class RankedDocument:
-    """One candidate after reranking, carrying the caller's id and metadata (lone surrogates in their strings replaced by U+FFFD)."""
+    """One candidate after reranking, carrying the caller's id and metadata (lone surrogates in their strings
+    replaced by U+FFFD)."""
 
     index: int  # position in the caller's input list
     score: float  # share of the signal attention, in [0, 1]; scores of one call sum to 1
@@ -51,13 +52,25 @@ class RankedList:
     def to_dicts(self) -> list[dict[str, Any]]:
         """Plain dicts (index, rank, score, id, text, metadata), best first, for JSON output."""
         return [
-            {"index": d.index, "rank": d.rank, "score": d.score, "id": d.id, "text": d.text, "metadata": dict(d.metadata)}
+            {
+                "index": d.index,
+                "rank": d.rank,
+                "score": d.score,
+                "id": d.id,
+                "text": d.text,
+                "metadata": dict(d.metadata),
+            }
             for d in self.documents
         ]
 
 
 def rank_documents(
-    query: str, scores: Sequence[float], texts: Sequence[str], ids: Sequence[Any], metadata: Sequence[Mapping[str, Any]], top_k: Optional[int]
+    query: str,
+    scores: Sequence[float],
+    texts: Sequence[str],
+    ids: Sequence[Any],
+    metadata: Sequence[Mapping[str, Any]],
+    top_k: Optional[int],
 ) -> RankedList:
     """Sort by score, best first, ties broken by input index, cut to `top_k`."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))

@@ -1,12 +1,15 @@
-"""The readout (docs/design.md §4): the signal tokens' attention at layer L* over all document tokens, as document scores.
+"""The readout (docs/design.md §4): the signal tokens' attention at layer L* over all document tokens, as scores.
 
 For each head and signal token, a softmax over every document token of every document (fp32); the mean over
-heads and signal tokens, summed per document, is the score: N shares that sum to 1. `read_scores` is the one
-entry point (torch, or the fused Triton kernel that never forms the probabilities); `document_log_mass`
-gives the same quantity per document as log-sum-exps, which the chunked path merges across chunks.
+heads and signal tokens, summed per document, is the score: N shares that sum to 1. A head selection
+(`BlockRankConfig.head_weights`) replaces the mean over heads by weights, possibly over several layers.
+`read_scores` is the one entry point (torch, or the fused Triton kernel that never forms the probabilities);
+`document_log_mass` gives the same quantity per document as log-sum-exps, which the chunked path merges.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -30,31 +33,80 @@ def signal_logits(signal_queries: torch.Tensor, document_keys: torch.Tensor, sca
     return (signal_queries.float() @ keys.transpose(1, 2)) * scale  # (H, S, Dtok)
 
 
-def document_scores(token_attention: torch.Tensor, document_index: torch.Tensor, num_documents: int) -> torch.Tensor:
-    """Mean over heads and signal tokens, summed per document. Shapes: (H, S, Dtok), (Dtok,) -> (N,), sums to 1."""
-    per_token = token_attention.mean(dim=(0, 1))  # (Dtok,)
+def document_scores(
+    token_attention: torch.Tensor,
+    document_index: torch.Tensor,
+    num_documents: int,
+    head_weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Heads (their mean, or weighted by `head_weights` (H,)) and signal tokens averaged, summed per document.
+
+    Shapes: (H, S, Dtok), (Dtok,) -> (N,); sums to 1 with the mean, to sum(head_weights) with weights.
+    """
+    if head_weights is None:
+        per_token = token_attention.mean(dim=(0, 1))  # (Dtok,)
+    else:
+        per_head = token_attention.mean(dim=1)  # (H, S, Dtok) -> (H, Dtok)
+        per_token = (per_head * head_weights.to(per_head)[:, None]).sum(dim=0)  # (Dtok,)
     scores = torch.zeros(num_documents, dtype=per_token.dtype, device=per_token.device)
     return scores.index_add(0, document_index.to(per_token.device), per_token)
 
 
-def read_scores(
-    signal_queries: torch.Tensor, document_keys: torch.Tensor, document_index: torch.Tensor, num_documents: int, scale: float,
-    *, fused: bool = False,
+def head_document_shares(
+    token_attention: torch.Tensor, document_index: torch.Tensor, num_documents: int
 ) -> torch.Tensor:
-    """Document scores (N,) in fp32, summing to 1, from layer L*'s signal queries (H, S, D) and document keys (Hkv, Dtok, D).
+    """Each head's document shares, its signal tokens averaged: what head selection compares.
 
-    `fused` runs the Triton readout (CUDA, no autograd), which never forms the (H, S, Dtok) probabilities.
+    Shapes: (H, S, Dtok), (Dtok,) -> (H, N), each row summing to 1.
     """
-    if fused:
+    per_head = token_attention.mean(dim=1)  # (H, S, Dtok) -> (H, Dtok)
+    shares = torch.zeros(per_head.shape[0], num_documents, dtype=per_head.dtype, device=per_head.device)
+    return shares.index_add(1, document_index.to(per_head.device), per_head)
+
+
+def read_scores(
+    signal_queries: torch.Tensor,
+    document_keys: torch.Tensor,
+    document_index: torch.Tensor,
+    num_documents: int,
+    scale: float,
+    *,
+    head_weights: Optional[torch.Tensor] = None,
+    fused: bool = False,
+) -> torch.Tensor:
+    """Document scores (N,) in fp32 from one layer's signal queries (H, S, D) and document keys (Hkv, Dtok, D).
+
+    Every head counts the same unless `head_weights` (H,) weighs them (head selection, docs/design.md §4); the
+    scores sum to 1, or to sum(head_weights). `fused` runs the Triton readout (CUDA, no autograd, equal head
+    weights only), which never forms the (H, S, Dtok) probabilities.
+    """
+    if fused and head_weights is None:
         from .kernels.score_readout import fused_document_scores
 
         owner = document_index.to(document_keys.device)
         return fused_document_scores(signal_queries, document_keys, owner, num_documents, scale)
-    return document_scores(signal_attention(signal_queries, document_keys, scale), document_index, num_documents)
+    attention = signal_attention(signal_queries, document_keys, scale)  # (H, S, Dtok)
+    return document_scores(attention, document_index, num_documents, head_weights)
+
+
+def read_head_shares(
+    signal_queries: torch.Tensor,
+    document_keys: torch.Tensor,
+    document_index: torch.Tensor,
+    num_documents: int,
+    scale: float,
+) -> torch.Tensor:
+    """Each head's document shares at one layer (what head selection compares). Shapes: -> (H, N), rows sum to 1."""
+    attention = signal_attention(signal_queries, document_keys, scale)  # (H, S, Dtok)
+    return head_document_shares(attention, document_index, num_documents)
 
 
 def document_log_mass(
-    signal_queries: torch.Tensor, document_keys: torch.Tensor, document_index: torch.Tensor, num_documents: int, scale: float
+    signal_queries: torch.Tensor,
+    document_keys: torch.Tensor,
+    document_index: torch.Tensor,
+    num_documents: int,
+    scale: float,
 ) -> torch.Tensor:
     """Per head, signal token and document: the log-sum-exp of its tokens' logits. Shapes: -> (H, S, N).
 
@@ -66,10 +118,15 @@ def document_log_mass(
     owner = document_index.to(logits.device)
     peak = torch.full((heads, count, num_documents), float("-inf"), device=logits.device)
     peak = peak.scatter_reduce(2, owner.expand(heads, count, -1), logits, "amax")  # (H, S, N), order-free
-    total = torch.zeros(heads, count, num_documents, device=logits.device).index_add(2, owner, (logits - peak[:, :, owner]).exp())
+    total = torch.zeros(heads, count, num_documents, device=logits.device).index_add(
+        2, owner, (logits - peak[:, :, owner]).exp()
+    )
     return peak + total.log()
 
 
-def shares_from_log_mass(document_lse: torch.Tensor) -> torch.Tensor:
-    """Document shares (N,) summing to 1 from per-document log-sum-exps (H, S, N)."""
-    return (document_lse - document_lse.logsumexp(dim=-1, keepdim=True)).exp().mean(dim=(0, 1))
+def shares_from_log_mass(document_lse: torch.Tensor, head_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Document shares (N,) from per-document log-sum-exps (H, S, N), heads averaged or weighted as in `read_scores`."""
+    shares = (document_lse - document_lse.logsumexp(dim=-1, keepdim=True)).exp()  # (H, S, N)
+    if head_weights is None:
+        return shares.mean(dim=(0, 1))
+    return (shares.mean(dim=1) * head_weights.to(shares)[:, None]).sum(dim=0)  # (H, N) -> (N,)

@@ -16,7 +16,9 @@ from .inputs import clean_text
 from .prompt import build_segments
 
 logger = logging.getLogger(__name__)
-MAX_CHARS_PER_TOKEN = 64  # texts longer than max_block_tokens * this are cut before tokenising: the kept tokens never reach the cut
+MAX_CHARS_PER_TOKEN = (
+    64  # texts longer than max_block_tokens * this are cut before tokenising: the kept tokens never reach the cut
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class TokenizedPrompt:
 
 
 def encode_prompt(tokenizer: Any, query: str, contents: list[str]) -> list[list[int]]:
-    """Ids of every segment (prefix, documents, query block, answer opening); control strings in user text stay plain."""
+    """Ids of every segment (prefix, documents, query block, answer opening); control strings in user text stay
+    plain."""
     guard = ControlTokenGuard(tokenizer, [query, *contents])
     segments = build_segments(tokenizer, guard.escape(query), [guard.escape(c) for c in contents])
     return guard.encode([segments.prefix, *segments.documents, segments.query_block, segments.answer_opening])
@@ -48,7 +51,8 @@ def _frame_lengths(tokenizer: Any, query: str) -> tuple[int, int]:
 
 
 def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
-    """`query`, shortened to its longest whole-token prefix with which the prefix and the query block fit `max_block_tokens`.
+    """`query`, shortened to its longest whole-token prefix with which the prefix and the query block fit
+    `max_block_tokens`.
 
     The length is found by bisection on the number of kept tokens, each candidate measured in its blocks
     (a cut can merge or split tokens at the boundary, so counts are measured, never extrapolated).
@@ -79,16 +83,20 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
     if not result:
         raise ValueError(f"could not fit any of the query into max_block_tokens={max_block_tokens}")
     warnings.warn(
-        f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {low} tokens to fit max_block_tokens={max_block_tokens}",
+        f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {low} tokens "
+        f"to fit max_block_tokens={max_block_tokens}",
         stacklevel=3,
     )
     return result
 
 
 def tokenize_prompt(tokenizer: Any, query: str, contents: list[str], max_block_tokens: int) -> TokenizedPrompt:
-    """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in `inputs`)."""
+    """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in
+    `inputs`)."""
     query = fit_query(tokenizer, clean_text(query, "the query"), max_block_tokens)
-    contents = [clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)]
+    contents = [
+        clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)
+    ]
     encoded = encode_prompt(tokenizer, query, contents)
     prefix, documents, body, opening = encoded[0], encoded[1:-2], encoded[-2], encoded[-1]
     truncated = tuple(k for k, ids in enumerate(documents) if len(ids) > max_block_tokens)

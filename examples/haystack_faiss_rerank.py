@@ -15,14 +15,23 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 from haystack import Document, Pipeline, component
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
+from scifact_faiss import (
+    FaissIndex,
+    SciFact,
+    example_arguments,
+    load_scifact,
+    print_comparison,
+    print_summary,
+    ranker_settings,
+)
 
 PIPELINE_YAML = Path(__file__).with_name("haystack_pipeline.yaml")
 TRUSTED_MODULES = ["blockrank_rerank"]  # Haystack 3 deserialises classes only from allowlisted modules
 
 
 def load_pipeline(data: Dict[str, Any]) -> Pipeline:
-    """`Pipeline.from_dict` trusting blockrank_rerank on Haystack 3 (which has `allowed_modules`); Haystack 2 needs no allowlist."""
+    """`Pipeline.from_dict` trusting blockrank_rerank on Haystack 3 (which has `allowed_modules`); Haystack 2
+    needs no allowlist."""
     if "allowed_modules" in inspect.signature(Pipeline.from_dict).parameters:
         return Pipeline.from_dict(data, allowed_modules=TRUSTED_MODULES)
     return Pipeline.from_dict(data)
@@ -39,7 +48,11 @@ class FaissRetriever:
     def run(self, query: str) -> Dict[str, List[Document]]:
         corpus = self.data.corpus
         hits = self.index.search(query, self.top_k)
-        return {"documents": [Document(id=d, content=corpus[d]["text"], meta={"title": corpus[d]["title"]}, score=s) for d, s in hits]}
+        return {
+            "documents": [
+                Document(id=d, content=corpus[d]["text"], meta={"title": corpus[d]["title"]}, score=s) for d, s in hits
+            ]
+        }
 
 
 def build_pipeline(index: FaissIndex, data: SciFact, args: argparse.Namespace) -> Pipeline:
@@ -62,7 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     pipeline.warm_up()  # loads the model once; every run below reuses it
     first_stage, reranked = {}, {}
     for qid, query in data.queries.items():
-        inputs = {"retriever": {"query": query}, "ranker": {"query": query, "top_k": args.depth}, "prompt_builder": {"query": query}}
+        inputs = {
+            "retriever": {"query": query},
+            "ranker": {"query": query, "top_k": args.depth},
+            "prompt_builder": {"query": query},
+        }
         result = pipeline.run(inputs, include_outputs_from={"retriever", "ranker"})
         retrieved, ranked = result["retriever"]["documents"], result["ranker"]["documents"]
         first_stage[qid] = [d.id for d in retrieved]

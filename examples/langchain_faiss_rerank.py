@@ -14,7 +14,15 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
+from scifact_faiss import (
+    FaissIndex,
+    SciFact,
+    example_arguments,
+    load_scifact,
+    print_comparison,
+    print_summary,
+    ranker_settings,
+)
 
 from blockrank_rerank import BlockRank
 from blockrank_rerank.integrations.langchain import BlockRankRerank
@@ -30,8 +38,11 @@ class FaissRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [
-            Document(id=d, page_content=f"{self.data.corpus[d]['title']} {self.data.corpus[d]['text']}".strip(),
-                     metadata={"title": self.data.corpus[d]["title"], "faiss_score": s})
+            Document(
+                id=d,
+                page_content=f"{self.data.corpus[d]['title']} {self.data.corpus[d]['text']}".strip(),
+                metadata={"title": self.data.corpus[d]["title"], "faiss_score": s},
+            )
             for d, s in self.index.search(query, self.k)
         ]
 
@@ -42,7 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     base = FaissRetriever(index=FaissIndex(data.corpus), data=data, k=args.depth)
     # Loaded once and shared by every query; the compressor only translates Documents to and from it.
     ranker = BlockRank.from_pretrained(args.model, **ranker_settings(args))
-    retriever = ContextualCompressionRetriever(base_compressor=BlockRankRerank(ranker=ranker, top_n=args.depth), base_retriever=base)
+    retriever = ContextualCompressionRetriever(
+        base_compressor=BlockRankRerank(ranker=ranker, top_n=args.depth), base_retriever=base
+    )
     first_stage, reranked = {}, {}
     for qid, query in data.queries.items():
         retrieved = base.invoke(query)
@@ -50,7 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         first_stage[qid] = [d.id for d in retrieved]
         reranked[qid] = [d.id for d in compressed]
         print_comparison(
-            query, [(d.id, d.metadata["faiss_score"]) for d in retrieved], [(d.id, d.metadata["relevance_score"]) for d in compressed], data, qid
+            query,
+            [(d.id, d.metadata["faiss_score"]) for d in retrieved],
+            [(d.id, d.metadata["relevance_score"]) for d in compressed],
+            data,
+            qid,
         )
     before, after = print_summary(first_stage, reranked, data, args.depth)
     return {"first_stage": first_stage, "reranked": reranked, "ndcg10_first_stage": before, "ndcg10_reranked": after}

@@ -15,7 +15,15 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers.no_text import NoText
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from scifact_faiss import FaissIndex, SciFact, example_arguments, load_scifact, print_comparison, print_summary, ranker_settings
+from scifact_faiss import (
+    FaissIndex,
+    SciFact,
+    example_arguments,
+    load_scifact,
+    print_comparison,
+    print_summary,
+    ranker_settings,
+)
 
 from blockrank_rerank import BlockRank
 from blockrank_rerank.integrations.llamaindex import BlockRankReranker
@@ -27,10 +35,14 @@ class FaissRetriever(BaseRetriever):
     def __init__(self, index: FaissIndex, data: SciFact, k: int) -> None:
         super().__init__()
         self.index, self.k = index, k
-        self.nodes = {d: TextNode(id_=d, text=doc["text"], metadata={"title": doc["title"]}) for d, doc in data.corpus.items()}
+        self.nodes = {
+            d: TextNode(id_=d, text=doc["text"], metadata={"title": doc["title"]}) for d, doc in data.corpus.items()
+        }
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [NodeWithScore(node=self.nodes[d], score=s) for d, s in self.index.search(query_bundle.query_str, self.k)]
+        return [
+            NodeWithScore(node=self.nodes[d], score=s) for d, s in self.index.search(query_bundle.query_str, self.k)
+        ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -41,7 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     ranker = BlockRank.from_pretrained(args.model, **ranker_settings(args))
     # NoText synthesizer: this script compares rankings only (the notebook generates an answer), so no LLM is called.
     engine = RetrieverQueryEngine(
-        retriever, response_synthesizer=NoText(llm=MockLLM()), node_postprocessors=[BlockRankReranker(ranker=ranker, top_n=args.depth)]
+        retriever,
+        response_synthesizer=NoText(llm=MockLLM()),
+        node_postprocessors=[BlockRankReranker(ranker=ranker, top_n=args.depth)],
     )
     first_stage, reranked = {}, {}
     for qid, query in data.queries.items():
@@ -49,7 +63,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         response = engine.query(query)
         first_stage[qid] = [n.node.node_id for n in retrieved]
         reranked[qid] = [n.node.node_id for n in response.source_nodes]
-        print_comparison(query, [(n.node.node_id, n.score) for n in retrieved], [(n.node.node_id, n.score) for n in response.source_nodes], data, qid)
+        print_comparison(
+            query,
+            [(n.node.node_id, n.score) for n in retrieved],
+            [(n.node.node_id, n.score) for n in response.source_nodes],
+            data,
+            qid,
+        )
     before, after = print_summary(first_stage, reranked, data, args.depth)
     return {"first_stage": first_stage, "reranked": reranked, "ndcg10_first_stage": before, "ndcg10_reranked": after}
 

@@ -41,10 +41,28 @@ def example_arguments(description: Optional[str], argv: Optional[Sequence[str]])
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=10, help="number of SciFact test queries (default 10)")
     parser.add_argument("--depth", type=int, default=20, help="FAISS candidates reranked per query (default 20)")
-    parser.add_argument("--max-block-tokens", type=int, default=None, help="BlockRank token cap per block (default: the model's own: 160 for the shipped default, 384 for an untrained model)")
-    parser.add_argument("--model", default=None, help="reranking model id or path (default: the embedded SmolLM2-135M-Instruct with our BlockRank adapter)")
-    parser.add_argument("--scoring-mode", default="blockrank", choices=["blockrank", "full", "icr"], help="BlockRank scoring mode")
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_QUERIES} queries, small corpus, small blocks (or set {SMOKE_ENV}=1)")
+    parser.add_argument(
+        "--max-block-tokens",
+        type=int,
+        default=None,
+        help=(
+            "BlockRank token cap per block "
+            "(default: the model's own: 160 for the shipped default, 384 for an untrained model)"
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="reranking model id or path (default: the embedded SmolLM2-135M-Instruct with our BlockRank adapter)",
+    )
+    parser.add_argument(
+        "--scoring-mode", default="blockrank", choices=["blockrank", "full", "icr"], help="BlockRank scoring mode"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"{SMOKE_QUERIES} queries, small corpus, small blocks (or set {SMOKE_ENV}=1)",
+    )
     args = parser.parse_args(argv)
     args.smoke = smoke_mode(args.smoke)
     if args.smoke:
@@ -86,7 +104,9 @@ def load_scifact(num_queries: int, smoke: bool = False, root: Optional[Path] = N
             qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
     claims = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.test.jsonl")}
     qids = [q for q in claims if q in qrels][: SMOKE_QUERIES if smoke else num_queries]
-    corpus = {str(d["_id"]): {"title": d.get("title", ""), "text": d["text"]} for d in _read_jsonl(folder / "corpus.jsonl.gz")}
+    corpus = {
+        str(d["_id"]): {"title": d.get("title", ""), "text": d["text"]} for d in _read_jsonl(folder / "corpus.jsonl.gz")
+    }
     if smoke:
         keep = {d for q in qids for d in qrels[q]}
         with gzip.open(folder / "bm25-top100.test.trec.gz", "rt", encoding="utf-8") as f:
@@ -139,7 +159,9 @@ class FaissIndex:
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """The `k` nearest documents as (docid, cosine similarity), best first."""
-        vector = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)  # (1, 384)
+        vector = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True).astype(
+            np.float32
+        )  # (1, 384)
         scores, rows = self.index.search(vector, min(k, len(self.ids)))  # (1, k) each
         return [(self.ids[r], float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
@@ -154,7 +176,12 @@ def _snippet(text: str, width: int = 70) -> str:
 
 
 def print_comparison(
-    query: str, first_stage: Sequence[tuple[str, float]], reranked: Sequence[tuple[str, float]], data: SciFact, qid: str, shown: int = 5
+    query: str,
+    first_stage: Sequence[tuple[str, float]],
+    reranked: Sequence[tuple[str, float]],
+    data: SciFact,
+    qid: str,
+    shown: int = 5,
 ) -> None:
     """First-stage and reranked top `shown`, side by side; `*` marks a judged-relevant abstract."""
     print(f"\nQuery {qid}: {query}")
@@ -171,10 +198,15 @@ def print_comparison(
         print(f"  {rank + 1:>4}  {cells[0]:<44}  {cells[1]:<44}")
 
 
-def print_summary(first_stage: dict[str, Sequence[str]], reranked: dict[str, Sequence[str]], data: SciFact, depth: int) -> tuple[float, float]:
+def print_summary(
+    first_stage: dict[str, Sequence[str]], reranked: dict[str, Sequence[str]], data: SciFact, depth: int
+) -> tuple[float, float]:
     """nDCG@10 of both stages over the same queries and candidates; returns (first stage, reranked)."""
     before, after = ndcg10(first_stage, data.qrels), ndcg10(reranked, data.qrels)
-    print(f"\nnDCG@10 over {len(reranked)} SciFact test queries, FAISS top-{depth} candidates, {len(data.corpus)} abstracts indexed:")
+    print(
+        f"\nnDCG@10 over {len(reranked)} SciFact test queries, FAISS top-{depth} candidates, "
+        f"{len(data.corpus)} abstracts indexed:"
+    )
     print(f"  FAISS (all-MiniLM-L6-v2)   {before:.4f}")
     print(f"  + BlockRank rerank         {after:.4f}")
     return before, after
@@ -189,8 +221,10 @@ def generate(ranker: Any, prompt: str, max_new_tokens: int = 48) -> str:
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(ranker.engine.device) for k, v in inputs.items()}
     with torch.inference_mode():
-        output = ranker.engine.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        output = ranker.engine.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def generate_answer(ranker: Any, question: str, passages: Sequence[str], max_new_tokens: int = 48) -> str:

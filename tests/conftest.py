@@ -28,8 +28,14 @@ def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int
     and `peaked` scales them instead.
     """
     from transformers import (
-        LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-        Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
     )
 
     classes = {
@@ -40,8 +46,16 @@ def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int
     }
     config_class, model_class = classes[family]
     config = config_class(
-        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=32768, rope_theta=10000.0, tie_word_embeddings=False,
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=32768,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = model_class(config).eval()
@@ -64,7 +78,9 @@ def random_prompt(num_documents: int, seed: int = 0, vocab: int = 97, max_len: i
     g = torch.Generator().manual_seed(seed)
     ids = lambda n: torch.randint(3, vocab, (n,), generator=g).tolist()  # noqa: E731
     lengths = torch.randint(1, max_len + 1, (num_documents,), generator=g).tolist()
-    return TokenizedPrompt(prefix=ids(7), documents=[ids(n) for n in lengths], query_block=ids(6), query="q", truncated_documents=())
+    return TokenizedPrompt(
+        prefix=ids(7), documents=[ids(n) for n in lengths], query_block=ids(6), query="q", truncated_documents=()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +135,8 @@ async def gather_beside_ticker(calls) -> tuple[list, int, float]:
 
 
 def assert_event_loop_was_free(ticks: int, elapsed: float) -> None:
-    """A forward run on the event loop starves the 5 ms ticker for the whole call; in a worker thread it keeps ticking."""
+    """A forward run on the event loop starves the 5 ms ticker for the whole call; in a worker thread it keeps
+    ticking."""
     assert ticks >= max(3, int(elapsed / 0.005 * 0.2)), (ticks, elapsed)
 
 
@@ -134,7 +151,7 @@ def concurrent_requests(count: int = THREADS) -> list[tuple[str, list[str]]]:
 def forward_watch(monkeypatch):
     """Counts model forwards running at the same moment on any ranker (the most seen is `watch["most"]`).
 
-    Wraps `forward.run_to_scoring_layer` under every name the package imported it by (the reranker and its engine).
+    Wraps `forward.run_layers`, the one loop over decoder layers, under every name the package imported it by.
     """
     import sys
 
@@ -143,7 +160,7 @@ def forward_watch(monkeypatch):
 
     watch = {"now": 0, "most": 0}
     guard = threading.Lock()
-    original = forward.run_to_scoring_layer
+    original = forward.run_layers
 
     def watched(*args, **kwargs):
         with guard:
@@ -157,10 +174,11 @@ def forward_watch(monkeypatch):
                 watch["now"] -= 1
 
     callers = [
-        module for name, module in list(sys.modules.items())
-        if name.split(".")[0] == "blockrank_rerank" and getattr(module, "run_to_scoring_layer", None) is original
+        module
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] == "blockrank_rerank" and getattr(module, "run_layers", None) is original
     ]
-    assert callers, "no module of the package calls forward.run_to_scoring_layer: update forward_watch"
+    assert callers, "no module of the package calls forward.run_layers: update forward_watch"
     for module in callers:
-        monkeypatch.setattr(module, "run_to_scoring_layer", watched)
+        monkeypatch.setattr(module, "run_layers", watched)
     return watch

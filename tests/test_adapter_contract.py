@@ -92,8 +92,10 @@ class LangChain(Driver):
         return self.Adapter(**kwargs)
 
     def documents(self, texts, prefix="d"):
-        return [self.Document(id=f"{prefix}{i}", page_content=t, metadata={"source": "demo", "n": i})
-                for i, t in enumerate(texts)]
+        return [
+            self.Document(id=f"{prefix}{i}", page_content=t, metadata={"source": "demo", "n": i})
+            for i, t in enumerate(texts)
+        ]
 
     def rerank(self, adapter, query, documents):
         return adapter.compress_documents(documents, query)
@@ -129,8 +131,9 @@ class LlamaIndex(Driver):
         return self.Adapter(**kwargs)
 
     def documents(self, texts, prefix="d"):
-        return [self.NodeWithScore(node=self.TextNode(id_=f"{prefix}{i}", text=t), score=0.5)
-                for i, t in enumerate(texts)]
+        return [
+            self.NodeWithScore(node=self.TextNode(id_=f"{prefix}{i}", text=t), score=0.5) for i, t in enumerate(texts)
+        ]
 
     def rerank(self, adapter, query, documents):
         return adapter.postprocess_nodes(documents, query_str=query)

@@ -1,4 +1,5 @@
-"""Checkpoint records, devices, integer bounds and the conversion cache, as hostile or careless input meets them (issue 15)."""
+"""Checkpoint records, devices, integer bounds and the conversion cache, as hostile or careless input meets them
+(issue 15)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,16 @@ def tiny_base(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_default_dir()))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                         num_key_value_heads=1, head_dim=16, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_base") / "base"
     LlamaForCausalLM(config).save_pretrained(folder)
@@ -56,7 +65,10 @@ def save_adapter(base: Path, folder: Path) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(folder)
     return {name: value.clone() for name, value in model.merge_and_unload().state_dict().items()}
 
@@ -65,7 +77,10 @@ def save_adapter(base: Path, folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_null_base_model_is_refused_instead_of_loading_the_shipped_model(tmp_path):
-    path = write_record(tmp_path / "ckpt", {"format": "blockrank-checkpoint/1", "kind": "lora", "base_model": None, "settings": SETTINGS})
+    path = write_record(
+        tmp_path / "ckpt",
+        {"format": "blockrank-checkpoint/1", "kind": "lora", "base_model": None, "settings": SETTINGS},
+    )
     with pytest.raises(ValueError, match="needs 'base_model'") as caught:
         load_model_and_tokenizer(str(path.parent), torch.float32, "cpu")
     assert str(path) in str(caught.value)
@@ -101,7 +116,10 @@ BAD_RECORDS = {
 @pytest.mark.parametrize("label", list(BAD_RECORDS))
 def test_bad_records_are_value_errors_naming_the_file(tmp_path, label):
     path = write_record(tmp_path / "ckpt", BAD_RECORDS[label])
-    for call in (lambda: model_settings(str(path.parent)), lambda: load_model_and_tokenizer(str(path.parent), torch.float32, "cpu")):
+    for call in (
+        lambda: model_settings(str(path.parent)),
+        lambda: load_model_and_tokenizer(str(path.parent), torch.float32, "cpu"),
+    ):
         with pytest.raises(ValueError) as caught:
             call()
         assert str(path) in str(caught.value), caught.value
@@ -118,9 +136,18 @@ def test_non_utf8_record_is_a_value_error_naming_the_file(tmp_path):
 def test_shipped_trainer_and_older_records_keep_loading(tmp_path):
     shipped = checkpoint_record(str(TRAINED_ADAPTER_DIR))
     assert shipped["kind"] == "lora" and shipped["base_model"] == "embedded:smollm2-135m-instruct"
-    assert model_settings(str(TRAINED_ADAPTER_DIR)) == json.loads((TRAINED_ADAPTER_DIR / "blockrank.json").read_text())["settings"]
-    trainer_full = {"format": "blockrank-checkpoint/1", "kind": "full", "base_model": None, "settings": {**SETTINGS, "scoring_layer": None},
-                    "training": {"device": "cuda", "max_block_tokens": 160}, "note": "unknown top-level keys are kept"}
+    assert (
+        model_settings(str(TRAINED_ADAPTER_DIR))
+        == json.loads((TRAINED_ADAPTER_DIR / "blockrank.json").read_text())["settings"]
+    )
+    trainer_full = {
+        "format": "blockrank-checkpoint/1",
+        "kind": "full",
+        "base_model": None,
+        "settings": {**SETTINGS, "scoring_layer": None},
+        "training": {"device": "cuda", "max_block_tokens": 160},
+        "note": "unknown top-level keys are kept",
+    }
     write_record(tmp_path / "full", trainer_full)
     assert model_settings(str(tmp_path / "full")) == {**SETTINGS, "scoring_layer": None}
     write_record(tmp_path / "old", {"settings": {"scoring_layer": 3}, "training": {"max_block_tokens": 160}})
@@ -131,7 +158,9 @@ def test_relative_base_model_is_resolved_against_the_checkpoint_and_merged_once(
     adapter = tmp_path / "runs" / "adapter"
     expected = save_adapter(tiny_base, adapter)
     (tmp_path / "runs" / "base").symlink_to(tiny_base, target_is_directory=True)
-    write_record(adapter, {"format": "blockrank-checkpoint/1", "kind": "lora", "base_model": "../base", "settings": SETTINGS})
+    write_record(
+        adapter, {"format": "blockrank-checkpoint/1", "kind": "lora", "base_model": "../base", "settings": SETTINGS}
+    )
     monkeypatch.chdir(tmp_path)  # "../base" from here is not the base; from the checkpoint's directory it is
     assert checkpoint_record(str(adapter))["base_model"] == str(tiny_base.resolve())
     model, _, _ = load_model_and_tokenizer(str(adapter), torch.float32, "cpu")
@@ -176,7 +205,9 @@ def test_hub_ids_are_left_to_transformers_when_online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: pytest.fail("no cache lookup when online"))
+    monkeypatch.setattr(
+        "huggingface_hub.try_to_load_from_cache", lambda *a, **k: pytest.fail("no cache lookup when online")
+    )
     require_available("quicktensor/blockrank-msmarco-mistral-7b")
 
 
@@ -219,7 +250,9 @@ def test_a_checkpoint_cannot_force_an_absent_device(tmp_path):
 # Item 9: integer fields are bounded where torch would overflow, and bools are not ints
 
 
-@pytest.mark.parametrize("field", ["scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "batch_tokens"])
+@pytest.mark.parametrize(
+    "field", ["scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "batch_tokens"]
+)
 def test_int_fields_refuse_bools_and_values_that_overflow(field):
     for value in (True, 2**63 - 1, 2**70, -1):
         with pytest.raises(ValueError, match=field):
@@ -230,9 +263,14 @@ def test_offset_bound_is_explained_and_the_largest_allowed_values_score(default_
     with pytest.raises(ValueError, match="offset \\+ max_block_tokens"):
         BlockRankConfig(query_position_offset=9223372036854775807)
     docs = ["Cats are small felines.", "The stock market fell."]
-    for config in (BlockRankConfig(query_position_offset=MAX_POSITION - 384), BlockRankConfig(max_block_tokens=MAX_BLOCK_TOKENS, batch_tokens=MAX_POSITION)):
+    for config in (
+        BlockRankConfig(query_position_offset=MAX_POSITION - 384),
+        BlockRankConfig(max_block_tokens=MAX_BLOCK_TOKENS, batch_tokens=MAX_POSITION),
+    ):
         for mode in ("blockrank", "icr"):
-            scores = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, config.replace(scoring_mode=mode)).score("what is a cat", docs)
+            scores = BlockRank(
+                default_ranker.engine.model, default_ranker.engine.tokenizer, config.replace(scoring_mode=mode)
+            ).score("what is a cat", docs)
             assert len(scores) == 2 and all(s == s for s in scores)
 
 
@@ -254,8 +292,10 @@ def test_stale_conversion_folders_are_removed_and_live_ones_kept(tmp_path, monke
     live_prefix = staging_prefix()
     dead_prefix = live_prefix.replace(f"-{os.getpid()}@", f"-{dead_pid()}@")
     folders = {
-        "dead": tmp_path / f"{dead_prefix}abc_12", "live": tmp_path / f"{live_prefix}xyz_34",
-        "other host": tmp_path / f".converting-{dead_pid()}@another.host-q1w2", "old style, fresh": tmp_path / ".converting-k3j4h5",
+        "dead": tmp_path / f"{dead_prefix}abc_12",
+        "live": tmp_path / f"{live_prefix}xyz_34",
+        "other host": tmp_path / f".converting-{dead_pid()}@another.host-q1w2",
+        "old style, fresh": tmp_path / ".converting-k3j4h5",
         "old style, stale": tmp_path / ".converting-a1b2c3",
     }
     for folder in folders.values():

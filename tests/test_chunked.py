@@ -57,10 +57,16 @@ def test_a_chunk_left_out_of_the_merge_would_be_caught():
 
 def test_partial_attention_merges_to_full_softmax():
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(4, 5, 8, generator=g) * 3, torch.randn(2, 37, 8, generator=g) * 3, torch.randn(2, 37, 8, generator=g)
+    q, k, v = (
+        torch.randn(4, 5, 8, generator=g) * 3,
+        torch.randn(2, 37, 8, generator=g) * 3,
+        torch.randn(2, 37, 8, generator=g),
+    )
     mask = torch.rand(5, 37, generator=g) > 0.3
     mask[:, 0] = True
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 0), v.repeat_interleave(2, 0), attn_mask=mask, scale=0.3)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 0), v.repeat_interleave(2, 0), attn_mask=mask, scale=0.3
+    )
     pieces = [partial_attention(q, k[:, a:b], v[:, a:b], 0.3, mask[:, a:b]) for a, b in ((0, 10), (10, 11), (11, 37))]
     merged = pieces[0].merge(pieces[1]).merge(pieces[2])  # the middle piece leaves some rows with no key (lse = -inf)
     torch.testing.assert_close(merged.out, expected, atol=1e-5, rtol=0)
@@ -118,7 +124,9 @@ def test_a_budget_below_one_document_is_logged_and_still_scores(caplog):
     with caplog.at_level(logging.WARNING, logger="blockrank_rerank.budget"):
         scores = ranker.engine.score_layout(layout)
     assert "below" in caplog.text
-    reference = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None)).engine.score_layout(layout)
+    reference = BlockRank(
+        model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None)
+    ).engine.score_layout(layout)
     torch.testing.assert_close(scores, reference, atol=1e-5, rtol=0)
 
 
@@ -130,7 +138,9 @@ def test_reranker_chunks_automatically_over_budget_only_in_blockrank_mode(family
     budget = (one_shot_bytes(layout, one_shot.engine.shape) - 1) / MB
     chunked = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=budget))
     assert not one_shot.engine.execution_plan(layout).chunked and chunked.engine.execution_plan(layout).chunked
-    torch.testing.assert_close(chunked.engine.score_layout(layout), one_shot.engine.score_layout(layout), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        chunked.engine.score_layout(layout), one_shot.engine.score_layout(layout), atol=1e-5, rtol=0
+    )
     assert not BlockRank(model, None, chunked.config.replace(early_exit=False)).engine.execution_plan(layout).chunked
     assert not BlockRank(model, None, chunked.config.replace(scoring_mode="icr")).engine.execution_plan(layout).chunked
 

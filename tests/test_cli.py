@@ -11,8 +11,14 @@ from blockrank_rerank.cli import main, read_documents
 
 
 def test_read_documents_jsonl_and_tsv():
-    assert read_documents(io.StringIO('"plain"\n\n{"id": "a", "text": "t"}\n'), "jsonl") == ["plain", {"id": "a", "text": "t"}]
-    assert read_documents(io.StringIO("d1\tfirst\nno tab here\n"), "tsv") == [{"id": "d1", "text": "first"}, "no tab here"]
+    assert read_documents(io.StringIO('"plain"\n\n{"id": "a", "text": "t"}\n'), "jsonl") == [
+        "plain",
+        {"id": "a", "text": "t"},
+    ]
+    assert read_documents(io.StringIO("d1\tfirst\nno tab here\n"), "tsv") == [
+        {"id": "d1", "text": "first"},
+        "no tab here",
+    ]
     with pytest.raises(ValueError, match="line 1"):
         read_documents(io.StringIO("{broken\n"), "jsonl")
     with pytest.raises(ValueError, match="line 1"):

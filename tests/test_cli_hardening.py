@@ -33,7 +33,9 @@ from test_evaluate import ReverseScorer, toy_run
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ENTRY_POINT = Path(PYTHON).parent / "blockrank"
-BLOCKRANK = [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [PYTHON, "-m", "blockrank_rerank.cli"]  # the installed command
+BLOCKRANK = (
+    [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [PYTHON, "-m", "blockrank_rerank.cli"]
+)  # the installed command
 # A child process running `blockrank` with the tiny model patched in (the tests directory is importable there).
 TINY_CLI = (
     "import sys; sys.path[:0] = [{tests!r}]; import test_cli_hardening as t; t.use_tiny_model(); "
@@ -54,7 +56,9 @@ def tiny_parts() -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def tiny_from_pretrained(model_name_or_path: Optional[str] = None, *, config: Optional[BlockRankConfig] = None, **overrides: Any) -> BlockRank:
+def tiny_from_pretrained(
+    model_name_or_path: Optional[str] = None, *, config: Optional[BlockRankConfig] = None, **overrides: Any
+) -> BlockRank:
     """Stands in for `BlockRank.from_pretrained`: the tiny model, with the same config overrides and validation."""
     model, tokenizer = tiny_parts()
     return BlockRank(model, tokenizer, (config or BlockRankConfig(scoring_layer=1)).replace(**overrides), name="tiny")
@@ -93,11 +97,25 @@ def test_max_documents_is_validated_and_enforced_by_rerank_score_and_batch(tiny)
             BlockRankConfig(max_documents=bad)
     ranker = BlockRank(tiny.engine.model, tiny.engine.tokenizer, tiny.config.replace(max_documents=3))
     docs = ["a", "b", "c", "d"]
-    for call in (lambda: ranker.rerank("q", docs), lambda: ranker.score("q", docs), lambda: ranker.rerank_batch(["q"], [docs])):
-        with pytest.raises(ValueError, match=r"4 documents exceed max_documents=3; raise the limit with BlockRankConfig\(max_documents=\.\.\.\)"):
+    for call in (
+        lambda: ranker.rerank("q", docs),
+        lambda: ranker.score("q", docs),
+        lambda: ranker.rerank_batch(["q"], [docs]),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"4 documents exceed max_documents=3; raise the limit with BlockRankConfig\(max_documents=\.\.\.\)",
+        ):
             call()
     assert len(ranker.rerank("q", docs[:3])) == 3
-    assert len(BlockRank(tiny.engine.model, tiny.engine.tokenizer, tiny.config.replace(max_documents=None)).rerank("q", docs)) == 4
+    assert (
+        len(
+            BlockRank(tiny.engine.model, tiny.engine.tokenizer, tiny.config.replace(max_documents=None)).rerank(
+                "q", docs
+            )
+        )
+        == 4
+    )
 
 
 class CountingInput(io.RawIOBase):
@@ -111,7 +129,7 @@ class CountingInput(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         size = min(len(buffer), len(self.remaining) - self.consumed)
-        buffer[:size] = self.remaining[self.consumed:self.consumed + size]
+        buffer[:size] = self.remaining[self.consumed : self.consumed + size]
         self.consumed += size
         return size
 
@@ -123,12 +141,19 @@ def test_cli_stops_reading_at_the_document_limit(monkeypatch, capsys):
     assert main(["rerank", "--query", "q", "--max-documents", "1000"]) == 2
     assert "more than 1000 documents (line 1001); raise the limit with --max-documents" in error_line(capsys)
     assert source.consumed <= 1001 * 4 + 64 * 1024, source.consumed  # stopped at the limit, not at the end of the input
-    assert read_documents(iter(['"a"\n', "\n", '"b"\n']), "jsonl", max_documents=2) == ["a", "b"]  # blank lines do not count
+    assert read_documents(iter(['"a"\n', "\n", '"b"\n']), "jsonl", max_documents=2) == [
+        "a",
+        "b",
+    ]  # blank lines do not count
 
 
 def test_cli_document_limit_reaches_the_config_and_zero_lifts_it(tmp_path, capsys, monkeypatch):
     seen = []
-    monkeypatch.setattr(BlockRank, "from_pretrained", staticmethod(lambda *a, **k: seen.append(k["max_documents"]) or tiny_from_pretrained(**k)))
+    monkeypatch.setattr(
+        BlockRank,
+        "from_pretrained",
+        staticmethod(lambda *a, **k: seen.append(k["max_documents"]) or tiny_from_pretrained(**k)),
+    )
     docs = tmp_path / "docs.jsonl"
     docs.write_text('"a"\n"b"\n"c"\n')
     assert main(["rerank", "-q", "q", "-i", str(docs), "--max-documents", "0"]) == 0
@@ -145,7 +170,9 @@ def test_deeply_nested_json_is_an_error_line(tmp_path, capsys, tiny):
     docs.write_text("[" * 100_000 + "]" * 100_000 + "\n")
     assert main(["rerank", "-q", "q", "-i", str(docs)]) == 2
     assert "line 1 is not valid JSON: nested too deeply" in error_line(capsys)
-    docs.write_text(json.dumps({"text": "t", "m": json.loads("[" * 900 + "]" * 900)}) + "\n")  # parses; too deep to clean
+    docs.write_text(
+        json.dumps({"text": "t", "m": json.loads("[" * 900 + "]" * 900)}) + "\n"
+    )  # parses; too deep to clean
     assert main(["rerank", "-q", "q", "-i", str(docs)]) == 2
     assert "nested too deeply" in error_line(capsys)
 
@@ -161,8 +188,15 @@ def test_closed_stdin_and_stdout_are_errors_in_process(monkeypatch, capsys):
 
 @pytest.mark.parametrize("redirect", ["<&-", ">&-"])
 def test_closed_stdin_and_stdout_are_errors_in_a_real_shell(redirect):
-    result = subprocess.run(["sh", "-c", f'echo \'"a"\' | "$@" rerank -q q {redirect}', "sh", *BLOCKRANK], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("blockrank: error: "), result.stderr
+    result = subprocess.run(
+        ["sh", "-c", f'echo \'"a"\' | "$@" rerank -q q {redirect}', "sh", *BLOCKRANK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("blockrank: error: ")
+    ), result.stderr
     assert ("stdin" if redirect == "<&-" else "stdout") + " is closed" in result.stderr
 
 
@@ -193,8 +227,13 @@ def wait_until_read(pipe, deadline: float) -> None:
 
 
 def test_ctrl_c_while_reading_exits_130_with_one_line():
-    child = subprocess.Popen([*BLOCKRANK, "rerank", "-q", "q"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    child = subprocess.Popen(
+        [*BLOCKRANK, "rerank", "-q", "q"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
         child.stdin.write(b'"first document"\n')
         child.stdin.flush()
@@ -212,12 +251,29 @@ def test_broken_pipe_exits_quietly_with_141():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte is written, as with `| head -c 1` on a long output
     try:
-        result = run_tiny_cli(["rerank", "-q", "q"], input="\n".join(f'"doc {i}"' for i in range(50)), stdout=write_end, stderr=subprocess.PIPE)
+        result = run_tiny_cli(
+            ["rerank", "-q", "q"],
+            input="\n".join(f'"doc {i}"' for i in range(50)),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 141 and result.stderr == ""
-    shell = subprocess.run(["bash", "-c", f'for i in $(seq 300); do echo \'"doc \'$i\'"\'; done | "$0" -c "$1" rerank -q q | head -c 1 >/dev/null; '
-                            'echo "${PIPESTATUS[1]}" >&2', PYTHON, TINY_CLI], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    shell = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'for i in $(seq 300); do echo \'"doc \'$i\'"\'; done | "$0" -c "$1" rerank -q q | head -c 1 >/dev/null; '
+            'echo "${PIPESTATUS[1]}" >&2',
+            PYTHON,
+            TINY_CLI,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert shell.stderr.strip() in ("0", "141"), shell.stderr  # "Exception ignored" or a traceback would show here
 
 
@@ -231,7 +287,9 @@ def test_per_query_line_without_qid_and_identity_holding_a_list_are_errors_namin
     out = tmp_path / "out"
     evaluate_scorer(ReverseScorer(), toy_run(), out, method="rev", depth=3, show_progress_bar=False)
     lines = (out / "per_query.jsonl").read_text().splitlines()
-    (out / "per_query.jsonl").write_text("\n".join([lines[0], json.dumps({"docids": [], "scores": []}), *lines[1:]]) + "\n")
+    (out / "per_query.jsonl").write_text(
+        "\n".join([lines[0], json.dumps({"docids": [], "scores": []}), *lines[1:]]) + "\n"
+    )
     with pytest.raises(ValueError, match=r"per_query.jsonl: line 2 is not a per-query record \(no 'qid'"):
         evaluate_scorer(ReverseScorer(), toy_run(), out, method="rev", depth=3, show_progress_bar=False)
     (out / "per_query.jsonl").write_text("\n".join(lines) + "\n")
@@ -258,8 +316,10 @@ def test_lone_surrogates_in_ids_and_metadata_are_cleaned():
 
 def test_cli_prints_surrogate_ids_and_non_finite_metadata_as_valid_json(tmp_path, capsys, tiny):
     docs = tmp_path / "docs.jsonl"
-    docs.write_text('{"id": "\\ud800x", "text": "a", "m": {"\\udc00": "\\udfff"}, "nan": NaN}\n'
-                    '{"id": Infinity, "text": "b", "v": [-Infinity, 1e999, 2.5], "sep": "x\\u2028y"}\n')
+    docs.write_text(
+        '{"id": "\\ud800x", "text": "a", "m": {"\\udc00": "\\udfff"}, "nan": NaN}\n'
+        '{"id": Infinity, "text": "b", "v": [-Infinity, 1e999, 2.5], "sep": "x\\u2028y"}\n'
+    )
     assert main(["rerank", "-q", "q", "-i", str(docs)]) == 0
     out = capsys.readouterr().out
     out.encode("utf-8")  # would raise on a lone surrogate
@@ -324,7 +384,9 @@ def test_rerank_batch_refuses_a_string_and_validates_everything_before_running(t
         with pytest.raises(TypeError, match="queries must be a list of str"):
             tiny.rerank_batch(queries, [["x"], ["y"], ["z"]])
     calls = []
-    monkeypatch.setattr(tiny, "score_contents", lambda query, contents: calls.append(query) or [1 / len(contents)] * len(contents))
+    monkeypatch.setattr(
+        tiny, "score_contents", lambda query, contents: calls.append(query) or [1 / len(contents)] * len(contents)
+    )
     with pytest.raises(TypeError, match=r"documents\[1\]: document 1 must be a str"):
         tiny.rerank_batch(["q1", "q2"], [["a", "b"], ["a", 42]])
     with pytest.raises(ValueError, match=r"queries\[1\]: query must contain non-whitespace text"):
@@ -339,4 +401,6 @@ def test_title_must_be_a_string_or_none():
     for title in (0, 5, False, 0.0, []):
         with pytest.raises(TypeError, match="document 1: 'title' must be a str or None"):
             check_documents(["ok", {"text": "t", "title": title}])
-    assert check_documents([{"text": "t", "title": None}, {"text": "t", "title": ""}, {"text": "t", "title": "T"}]).contents == ["t", "t", "T t"]
+    assert check_documents(
+        [{"text": "t", "title": None}, {"text": "t", "title": ""}, {"text": "t", "title": "T"}]
+    ).contents == ["t", "t", "T t"]

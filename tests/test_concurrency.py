@@ -38,7 +38,11 @@ def test_repeated_calls_are_bit_identical_one_shot_and_chunked(default_ranker):
     first, second = default_ranker.score(query, docs), default_ranker.score(query, docs)
     assert [s.hex() for s in first] == [s.hex() for s in second]
     layout = default_ranker.engine.layout(query, docs)
-    chunked = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(memory_budget_mb=1e-3))
+    chunked = BlockRank(
+        default_ranker.engine.model,
+        default_ranker.engine.tokenizer,
+        default_ranker.config.replace(memory_budget_mb=1e-3),
+    )
     assert chunked.engine.execution_plan(layout).chunked
     assert torch.equal(chunked.engine.score_layout(layout), chunked.engine.score_layout(layout))
 

@@ -23,7 +23,9 @@ def packed_scores(model, layout, backend="torch", num_signal=2, max_rows=8192, e
     with torch.no_grad():
         state = run_to_scoring_layer(model, plan, SCORING_LAYER, num_signal, backend, early_exit)
     _, owner = layout.document_rows()
-    return document_scores(signal_attention(state.signal_queries, state.document_keys, state.scale), owner, layout.num_documents), state
+    return document_scores(
+        signal_attention(state.signal_queries, state.document_keys, state.scale), owner, layout.num_documents
+    ), state
 
 
 @pytest.mark.parametrize("family", FAMILIES)

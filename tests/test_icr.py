@@ -22,8 +22,11 @@ def dense_query_block_attention(model, layout) -> torch.Tensor:
         allowed = layout.allowed()  # (T, T)
         mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
         out = model.model(
-            input_ids=layout.input_ids[None], attention_mask=mask[None, None], position_ids=layout.position_ids[None],
-            output_attentions=True, use_cache=False,
+            input_ids=layout.input_ids[None],
+            attention_mask=mask[None, None],
+            position_ids=layout.position_ids[None],
+            output_attentions=True,
+            use_cache=False,
         )
     finally:
         model.set_attn_implementation(previous)
@@ -78,15 +81,23 @@ def test_calibration_drops_low_tokens_per_document():
 
 def test_calibration_subtracts_the_na_pass():
     owner = torch.tensor([0, 0, 1, 1])
-    tokens = ICRTokenScores(query=torch.tensor([1.0, 1.0, 2.0, 2.0]), calibration=torch.tensor([0.5, 0.5, 2.0, 2.0]), owner=owner)
+    tokens = ICRTokenScores(
+        query=torch.tensor([1.0, 1.0, 2.0, 2.0]), calibration=torch.tensor([0.5, 0.5, 2.0, 2.0]), owner=owner
+    )
     torch.testing.assert_close(calibrated_document_scores(tokens, 2), torch.tensor([1.0, 0.0]))
 
 
 def test_icr_mode_is_selectable_on_the_reranker(default_ranker):
     from blockrank_rerank import BlockRank
 
-    ranker = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_mode="icr"))
-    docs = ["Paris is the capital and largest city of France.", "Bananas are rich in potassium.", "The stock market fell on Monday."]
+    ranker = BlockRank(
+        default_ranker.engine.model, default_ranker.engine.tokenizer, default_ranker.config.replace(scoring_mode="icr")
+    )
+    docs = [
+        "Paris is the capital and largest city of France.",
+        "Bananas are rich in potassium.",
+        "The stock market fell on Monday.",
+    ]
     ranked = ranker.rerank("What is the capital of France?", docs)
     icr_scores = sorted(d.score for d in ranked)
     blockrank_scores = sorted(default_ranker.score("What is the capital of France?", docs))

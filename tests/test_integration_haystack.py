@@ -44,7 +44,9 @@ def _retrieval_pipeline(ranker: BlockRankRanker) -> Pipeline:
 
 def test_pipeline_ranks_like_the_core_object(default_ranker):
     pipeline = _retrieval_pipeline(BlockRankRanker(ranker=default_ranker, top_k=3))
-    result = pipeline.run({"retriever": {"query": QUERY}, "ranker": {"query": QUERY}}, include_outputs_from={"retriever"})
+    result = pipeline.run(
+        {"retriever": {"query": QUERY}, "ranker": {"query": QUERY}}, include_outputs_from={"retriever"}
+    )
     retrieved, ranked = result["retriever"]["documents"], result["ranker"]["documents"]
     expected = default_ranker.rerank(QUERY, [d.content for d in retrieved], top_k=3)
 
@@ -66,7 +68,9 @@ def test_run_time_top_k_overrides_the_init_value_and_documents_need_text(default
 
 
 def test_meta_fields_are_scored_as_a_title(default_ranker):
-    out = BlockRankRanker(ranker=default_ranker, top_k=None, meta_fields_to_embed=["title"]).run(QUERY, _documents())["documents"]
+    out = BlockRankRanker(ranker=default_ranker, top_k=None, meta_fields_to_embed=["title"]).run(QUERY, _documents())[
+        "documents"
+    ]
     expected = default_ranker.rerank(QUERY, [{"title": f"T{i}", "text": t} for i, t in enumerate(TEXTS)])
     assert [d.id for d in out] == [f"d{d.index}" for d in expected]
 
@@ -82,14 +86,30 @@ def test_warm_up_is_idempotent_and_shares_the_model(default_ranker):
 
 
 def test_serialised_form_is_pinned(default_ranker):
-    component = BlockRankRanker(model="some/model", top_k=4, scoring_mode="icr", config={"max_block_tokens": 128}, meta_fields_to_embed=["title"])
+    component = BlockRankRanker(
+        model="some/model",
+        top_k=4,
+        scoring_mode="icr",
+        config={"max_block_tokens": 128},
+        meta_fields_to_embed=["title"],
+    )
     assert component.to_dict() == {
         "type": "blockrank_rerank.integrations.haystack.BlockRankRanker",
-        "init_parameters": {"model": "some/model", "top_k": 4, "scoring_mode": "icr", "config": {"max_block_tokens": 128}, "meta_fields_to_embed": ["title"]},
+        "init_parameters": {
+            "model": "some/model",
+            "top_k": 4,
+            "scoring_mode": "icr",
+            "config": {"max_block_tokens": 128},
+            "meta_fields_to_embed": ["title"],
+        },
     }
     wrapped = BlockRankRanker(ranker=default_ranker).to_dict()["init_parameters"]
-    assert wrapped["model"] == default_ranker.engine.name and BlockRankConfig(**wrapped["config"]) == default_ranker.config
-    assert BlockRankRanker.from_dict(component.to_dict())._config == BlockRankConfig(scoring_mode="icr", max_block_tokens=128)
+    assert (
+        wrapped["model"] == default_ranker.engine.name and BlockRankConfig(**wrapped["config"]) == default_ranker.config
+    )
+    assert BlockRankRanker.from_dict(component.to_dict())._config == BlockRankConfig(
+        scoring_mode="icr", max_block_tokens=128
+    )
 
 
 def test_yaml_round_trip_gives_the_same_documents(default_ranker):
@@ -122,7 +142,10 @@ def test_haystack3_allowlist(monkeypatch, default_ranker):
 def test_example_yaml_loads_and_runs(default_ranker):
     pipeline = Pipeline.loads(EXAMPLE_YAML.read_text(encoding="utf-8"), **TRUSTED)
     BlockRankRanker(ranker=default_ranker)  # the YAML asks for the embedded default: reuse the loaded one
-    result = pipeline.run({"ranker": {"query": QUERY, "documents": _documents()}, "prompt_builder": {"query": QUERY}}, include_outputs_from={"ranker"})
+    result = pipeline.run(
+        {"ranker": {"query": QUERY, "documents": _documents()}, "prompt_builder": {"query": QUERY}},
+        include_outputs_from={"ranker"},
+    )
     ranked = result["ranker"]["documents"]
     expected = default_ranker.rerank(QUERY, [{"title": f"T{i}", "text": t} for i, t in enumerate(TEXTS)], top_k=5)
     assert [d.id for d in ranked] == [f"d{d.index}" for d in expected]

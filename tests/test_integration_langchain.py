@@ -39,7 +39,9 @@ def base_retriever():
 def test_compression_retriever_ranks_like_the_core_object(default_ranker, base_retriever):
     retrieved = base_retriever.invoke(QUERY)
     expected = default_ranker.rerank(QUERY, [d.page_content for d in retrieved], top_k=3)
-    retriever = ContextualCompressionRetriever(base_compressor=BlockRankRerank(ranker=default_ranker, top_n=3), base_retriever=base_retriever)
+    retriever = ContextualCompressionRetriever(
+        base_compressor=BlockRankRerank(ranker=default_ranker, top_n=3), base_retriever=base_retriever
+    )
 
     out = retriever.invoke(QUERY)
 

@@ -37,11 +37,17 @@ class _Recorder(BaseEventHandler):
 
 
 def test_query_engine_ranks_like_the_core_object(default_ranker):
-    index = VectorStoreIndex([TextNode(id_=f"n{i}", text=t) for i, t in enumerate(TEXTS)], embed_model=MockEmbedding(embed_dim=8))
+    index = VectorStoreIndex(
+        [TextNode(id_=f"n{i}", text=t) for i, t in enumerate(TEXTS)], embed_model=MockEmbedding(embed_dim=8)
+    )
     retrieved = index.as_retriever(similarity_top_k=len(TEXTS)).retrieve(QUERY)
     expected = default_ranker.rerank(QUERY, [n.node.get_content() for n in retrieved], top_k=3)
 
-    engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=len(TEXTS), node_postprocessors=[BlockRankReranker(ranker=default_ranker, top_n=3)])
+    engine = index.as_query_engine(
+        llm=MockLLM(),
+        similarity_top_k=len(TEXTS),
+        node_postprocessors=[BlockRankReranker(ranker=default_ranker, top_n=3)],
+    )
     sources = engine.query(QUERY).source_nodes
 
     assert [n.node.node_id for n in sources] == [retrieved[d.index].node.node_id for d in expected]

@@ -28,13 +28,19 @@ from conftest import random_prompt, tiny_model  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = 1e-4
-needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed (pip install 'blockrank-rerank[triton]')")
+needs_triton = pytest.mark.skipif(
+    not triton_available(), reason="triton is not installed (pip install 'blockrank-rerank[triton]')"
+)
 
 
 def uneven_layout(lengths=(5, 23, 1, 40, 9, 17), prefix=11, query=7, causal_positions=False):
     """A packed stream whose blocks straddle 16-token tiles in every way (length 1, > 2 tiles, odd offsets)."""
     prompt = TokenizedPrompt(
-        prefix=[3] * prefix, documents=[[5] * n for n in lengths], query_block=[7] * query, query="q", truncated_documents=()
+        prefix=[3] * prefix,
+        documents=[[5] * n for n in lengths],
+        query_block=[7] * query,
+        query="q",
+        truncated_documents=(),
     )
     return build_layout(prompt, query_position_offset=16384, causal_positions=causal_positions)
 
@@ -54,7 +60,14 @@ def max_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @needs_triton
 @pytest.mark.parametrize(
     "heads, kv_heads, head_dim, block_m, block_n",
-    [(4, 4, 64, 16, 16), (4, 2, 64, 32, 16), (8, 2, 128, 16, 32), (6, 1, 64, 16, 16), (3, 3, 128, 32, 32), (4, 2, 80, 16, 16)],
+    [
+        (4, 4, 64, 16, 16),
+        (4, 2, 64, 32, 16),
+        (8, 2, 128, 16, 32),
+        (6, 1, 64, 16, 16),
+        (3, 3, 128, 32, 32),
+        (4, 2, 80, 16, 16),
+    ],
 )
 def test_block_attention_matches_torch_path(heads, kv_heads, head_dim, block_m, block_n):
     from blockrank_rerank.kernels.block_attention import block_attention
@@ -318,5 +331,11 @@ def test_kernel_benchmark_script_smoke(capsys, monkeypatch):
     spec.loader.exec_module(module)
     module.main(["--smoke", "--skip-flex"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 3 |")]
-    assert [line.split("|")[3].strip() for line in table] == ["triton", "torch", "sdpa-dense", "fused readout", "torch readout"]
+    assert [line.split("|")[3].strip() for line in table] == [
+        "triton",
+        "torch",
+        "sdpa-dense",
+        "fused readout",
+        "torch readout",
+    ]
     assert all(float(line.split("|")[-2]) <= TOLERANCE for line in table)

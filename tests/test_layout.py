@@ -21,7 +21,9 @@ def test_positions_restart_per_document_and_query_starts_at_offset():
     for start, length in zip(layout.document_starts, layout.document_lengths):
         assert layout.position_ids[start : start + length].tolist() == list(range(p, p + length))
     assert layout.position_ids[layout.query_start :].tolist() == list(range(16384, 16384 + layout.query_length))
-    assert build_layout(prompt, query_position_offset=0, causal_positions=True).position_ids.tolist() == list(range(layout.num_tokens))
+    assert build_layout(prompt, query_position_offset=0, causal_positions=True).position_ids.tolist() == list(
+        range(layout.num_tokens)
+    )
 
 
 def test_mask_lets_documents_see_only_prefix_and_themselves():

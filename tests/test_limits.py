@@ -72,7 +72,9 @@ def test_cli_decodes_a_non_utf8_query_and_reports_errors_without_traceback(tmp_p
     docs = tmp_path / "docs.jsonl"
     docs.write_text('"Cats purr."\n"Stocks fell."\n')
     with pytest.warns(UserWarning, match="--query: not valid UTF-8"):
-        assert main(["rerank", "--query", "caf\udce9 cats", "--input", str(docs)]) == 0  # b"caf\xe9" as Python keeps argv
+        assert (
+            main(["rerank", "--query", "caf\udce9 cats", "--input", str(docs)]) == 0
+        )  # b"caf\xe9" as Python keeps argv
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["rerank", "--query", "q", "--input", str(tmp_path)]) == 2  # a directory: OSError
     assert "error" in capsys.readouterr().err

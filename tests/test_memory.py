@@ -30,14 +30,23 @@ def measure(budget: float | None) -> dict:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=97, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, max_position_embeddings=32768,
+        vocab_size=97,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=32768,
     )
     model = LlamaForCausalLM(config).eval()
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(3, 97, (n,), generator=g).tolist()  # noqa: E731
     prompt = lambda n: TokenizedPrompt(ids(40), [ids(50) for _ in range(n)], ids(30), "q", ())  # noqa: E731
-    layout, warm = build_layout(prompt(NUM_DOCUMENTS), query_position_offset=16384), build_layout(prompt(3), query_position_offset=16384)
+    layout, warm = (
+        build_layout(prompt(NUM_DOCUMENTS), query_position_offset=16384),
+        build_layout(prompt(3), query_position_offset=16384),
+    )
     ranker = BlockRank(model, None, BlockRankConfig(scoring_layer=1, memory_budget_mb=budget))
     ranker.engine.score_layout(warm)
     plan = ranker.engine.execution_plan(layout)
@@ -45,7 +54,12 @@ def measure(budget: float | None) -> dict:
         f.write("5")  # resets VmHWM to the current resident set
     start = _status("VmRSS")
     scores = ranker.engine.score_layout(layout)
-    return {"peak_mb": (_status("VmHWM") - start) / 1024, "chunked": plan.chunked, "spill": plan.spill, "scores": scores.tolist()}
+    return {
+        "peak_mb": (_status("VmHWM") - start) / 1024,
+        "chunked": plan.chunked,
+        "spill": plan.spill,
+        "scores": scores.tolist(),
+    }
 
 
 def _status(field: str) -> int:
@@ -80,7 +94,9 @@ def test_spilled_peak_is_within_the_smaller_budget(measurements):
     spilled = measurements[SPILL_BUDGET_MB]
     assert spilled["chunked"] and spilled["spill"]
     assert spilled["peak_mb"] <= SPILL_BUDGET_MB, spilled["peak_mb"]
-    torch.testing.assert_close(torch.tensor(spilled["scores"]), torch.tensor(measurements[None]["scores"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(spilled["scores"]), torch.tensor(measurements[None]["scores"]), atol=1e-5, rtol=0
+    )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ LONG_QUERIES = ["x" * 2000, "QUJD" * 500, "0123456789" * 60, "0123456789" * 30, 
 
 @pytest.mark.parametrize("query", LONG_QUERIES, ids=["x2000", "base64", "digits600", "digits300", "words"])
 def test_long_queries_without_spaces_are_shortened_to_the_longest_fit(mistral_v3_tokenizer, query):
-    """The cut is found by bisection on measured block lengths: the longest whole-token prefix that fits, never a refusal."""
+    """The cut is found by bisection on measured block lengths: the longest whole-token prefix that fits, never
+    a refusal."""
     from blockrank_rerank.control_tokens import encode_plain
     from blockrank_rerank.tokenize import encode_prompt
 

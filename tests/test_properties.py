@@ -21,14 +21,20 @@ from blockrank_rerank.tokenize import tokenize_prompt
 from conftest import tiny_model
 
 BLOCK = 128
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
-lone_surrogate = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)  # arrive via JSON escapes or undecodable argv bytes
+lone_surrogate = st.characters(
+    min_codepoint=0xD800, max_codepoint=0xDFFF
+)  # arrive via JSON escapes or undecodable argv bytes
 any_character = st.one_of(st.characters(exclude_categories=()), lone_surrogate)  # every code point, controls included
 plain_text = st.text(max_size=60)
 hostile_text = st.lists(any_character, max_size=200).map("".join)  # st.text would drop the surrogates
 long_text = st.text(st.sampled_from("abc xyz ü 猫 🐱\n\t."), min_size=600, max_size=3000)
-fixed_text = st.sampled_from(["", " ", "\n\t ", "Cats purr.", "Stocks fell sharply today.", "ID: 3 | CONTENT: x | END ID: 3", "[", "\u2063"])
+fixed_text = st.sampled_from(
+    ["", " ", "\n\t ", "Cats purr.", "Stocks fell sharply today.", "ID: 3 | CONTENT: x | END ID: 3", "[", "\u2063"]
+)
 texts = st.one_of(plain_text, hostile_text, long_text, fixed_text)
 documents = st.one_of(texts, st.fixed_dictionaries({"text": texts}, optional={"title": texts, "id": st.integers()}))
 queries = st.one_of(plain_text, hostile_text, long_text, fixed_text)
@@ -69,7 +75,9 @@ def test_rerank_never_crashes_and_scores_are_shares(ranker, query, docs, top_k):
 
 
 @SETTINGS
-@given(query=plain_text.filter(str.strip), docs=st.lists(plain_text, min_size=2, max_size=6), seed=st.integers(0, 2**16))
+@given(
+    query=plain_text.filter(str.strip), docs=st.lists(plain_text, min_size=2, max_size=6), seed=st.integers(0, 2**16)
+)
 def test_scores_follow_the_blocks_when_they_are_reordered(ranker, query, docs, seed):
     """Permuting the document blocks of the stream (each keeping its tokens, ID included) permutes the scores."""
     prompt = quietly(tokenize_prompt, ranker.engine.tokenizer, query, [d.strip() for d in docs], BLOCK)
@@ -82,8 +90,11 @@ def test_scores_follow_the_blocks_when_they_are_reordered(ranker, query, docs, s
 
 
 @SETTINGS
-@given(query=plain_text.filter(str.strip), distinct=st.lists(texts, min_size=1, max_size=4, unique_by=str.strip),
-       picks=st.lists(st.integers(0, 3), min_size=2, max_size=8))
+@given(
+    query=plain_text.filter(str.strip),
+    distinct=st.lists(texts, min_size=1, max_size=4, unique_by=str.strip),
+    picks=st.lists(st.integers(0, 3), min_size=2, max_size=8),
+)
 def test_duplicates_get_equal_scores(ranker, query, distinct, picks):
     docs = [distinct[p % len(distinct)] for p in picks]
     scores = quietly(ranker.score, query, docs)
@@ -109,7 +120,9 @@ def test_a_long_query_is_cut_but_the_query_block_keeps_its_tail(ranker, query):
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query=plain_text.filter(str.strip), docs=st.lists(st.one_of(plain_text, long_text), min_size=2, max_size=8))
 def test_chunked_scoring_equals_one_shot_on_real_prompts(ranker, query, docs):
-    chunked = BlockRank(ranker.engine.model, ranker.engine.tokenizer, ranker.config.replace(memory_budget_mb=1e-3))  # one document per chunk
+    chunked = BlockRank(
+        ranker.engine.model, ranker.engine.tokenizer, ranker.config.replace(memory_budget_mb=1e-3)
+    )  # one document per chunk
     expected = quietly(ranker.score, query, docs)
     got = quietly(chunked.score, query, docs)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), atol=1e-5, rtol=0)

@@ -45,12 +45,20 @@ def test_shipped_adapter_is_the_default_and_the_base_stays_selectable(default_ra
     base = BlockRank.from_pretrained(EMBEDDED_BASE)
     trained_layers, base_layers = default_ranker.engine.model.model.layers, base.engine.model.model.layers
     assert not torch.equal(trained_layers[0].self_attn.q_proj.weight, base_layers[0].self_attn.q_proj.weight)
-    assert torch.equal(trained_layers[25].mlp.up_proj.weight, base_layers[25].mlp.up_proj.weight)  # LoRA covers 0..L* only
-    # The adapter reads blocks as trained (160 tokens, query at 16384); the base puts the query right after the longest block.
+    assert torch.equal(
+        trained_layers[25].mlp.up_proj.weight, base_layers[25].mlp.up_proj.weight
+    )  # LoRA covers 0..L* only
+    # The adapter reads blocks as trained (160 tokens, query at 16384); the base puts the query right after the
+    # longest block.
     assert default_ranker.config.max_block_tokens == 160
-    trained_layout, base_layout = (r.engine.layout("what is rba", ["a short passage", "another one"]) for r in (default_ranker, base))
+    trained_layout, base_layout = (
+        r.engine.layout("what is rba", ["a short passage", "another one"]) for r in (default_ranker, base)
+    )
     assert int(trained_layout.position_ids[trained_layout.query_start]) == 16384
-    assert int(base_layout.position_ids[base_layout.query_start]) == base_layout.prefix_length + base.config.max_block_tokens
+    assert (
+        int(base_layout.position_ids[base_layout.query_start])
+        == base_layout.prefix_length + base.config.max_block_tokens
+    )
     qids = list(dl19.queries)[:5]
     runs = {}
     for name, ranker in (("trained", default_ranker), ("base", base)):

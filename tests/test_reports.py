@@ -22,9 +22,18 @@ make_results = load_script("make_results")
 TRAINED = make_results.TRAINED_MODELS[0]
 
 
-def summary(method: str, n: int, model: str = "embedded:smollm2-135m-instruct", seconds: float = 10.0, **settings) -> dict:
-    return {"method": method, "dataset": "scifact-test", "depth": 100, "num_queries": n, "qids": [str(i) for i in range(n)],
-            "seconds_per_query": {"mean": seconds, "median": seconds}, "settings": {"model": model, **settings}}
+def summary(
+    method: str, n: int, model: str = "embedded:smollm2-135m-instruct", seconds: float = 10.0, **settings
+) -> dict:
+    return {
+        "method": method,
+        "dataset": "scifact-test",
+        "depth": 100,
+        "num_queries": n,
+        "qids": [str(i) for i in range(n)],
+        "seconds_per_query": {"mean": seconds, "median": seconds},
+        "settings": {"model": model, **settings},
+    }
 
 
 def test_lm_methods_of_a_trained_model_get_their_own_rows():
@@ -38,8 +47,13 @@ def test_lm_methods_of_a_trained_model_get_their_own_rows():
 def test_block_settings_name_cap_offset_and_a_non_default_dtype():
     base = dict(max_block_tokens=160, query_position_offset=16384)
     assert make_results.block_settings(summary("icr", 1, **base, dtype="float32")) == "blocks ≤ 160, query at 16384"
-    assert make_results.block_settings(summary("icr", 1, **base, dtype="bfloat16"), short=True) == "b160 q@16384 bfloat16"
-    assert make_results.block_settings(summary("icr", 1, max_block_tokens=384, query_position_offset=None), short=True) == "b384 q@P+b"
+    assert (
+        make_results.block_settings(summary("icr", 1, **base, dtype="bfloat16"), short=True) == "b160 q@16384 bfloat16"
+    )
+    assert (
+        make_results.block_settings(summary("icr", 1, max_block_tokens=384, query_position_offset=None), short=True)
+        == "b384 q@P+b"
+    )
     assert make_results.block_settings(summary("biencoder", 1)) == ""
 
 
@@ -50,7 +64,11 @@ def test_a_cached_bi_encoder_run_says_its_time_is_amortised():
 
 
 def test_coverage_gaps_report_the_largest_partial_run_and_missing_expected_modes():
-    summaries = [summary("blockrank-trained", 300), summary("icr-trained", 20, seconds=30.0), summary("icr-trained", 120, seconds=36.0)]
+    summaries = [
+        summary("blockrank-trained", 300),
+        summary("icr-trained", 20, seconds=30.0),
+        summary("icr-trained", 120, seconds=36.0),
+    ]
     lines = make_results.coverage_gaps(summaries, "scifact-test", 100, 300)
     assert not any(line.startswith(f"- {make_results.METHOD_NAMES['blockrank-trained']},") for line in lines)
     icr = [line for line in lines if line.startswith(f"- {make_results.METHOD_NAMES['icr-trained']},")]

@@ -50,7 +50,9 @@ def test_empty_single_and_bad_inputs(default_ranker):
 
 
 def test_long_documents_warn_once_and_are_scored(default_ranker):
-    ranker = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128))
+    ranker = BlockRank(
+        default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128)
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = ranker.rerank("q", ["word " * 300, "word " * 400, "short"])
@@ -99,18 +101,32 @@ def test_model_settings_for_released_copies_and_older_trained_records(tmp_path):
     released = model_settings("quicktensor/blockrank-msmarco-mistral-7b")
     assert released["query_position_offset"] == 16384 and released["max_block_tokens"] == 384
     assert model_settings(str(tmp_path / "blockrank-msmarco-mistral-7b")) == released  # a local copy
-    assert model_settings(str(tmp_path / "models--quicktensor--blockrank-msmarco-mistral-7b" / "snapshots" / "abc")) == released
+    assert (
+        model_settings(str(tmp_path / "models--quicktensor--blockrank-msmarco-mistral-7b" / "snapshots" / "abc"))
+        == released
+    )
     assert model_settings("mistralai/Mistral-7B-Instruct-v0.3") == {}  # untrained: the library's defaults
     old = tmp_path / "old-run"
     old.mkdir()
-    (old / "blockrank.json").write_text(json.dumps({"settings": {"scoring_layer": 3}, "training": {"max_block_tokens": 160}}))
-    assert model_settings(str(old)) == {"scoring_layer": 3, "max_block_tokens": 160}  # written before settings carried the cap
+    (old / "blockrank.json").write_text(
+        json.dumps({"settings": {"scoring_layer": 3}, "training": {"max_block_tokens": 160}})
+    )
+    assert model_settings(str(old)) == {
+        "scoring_layer": 3,
+        "max_block_tokens": 160,
+    }  # written before settings carried the cap
 
 
 def test_query_placement_defaults_and_overlap_warning(default_ranker):
-    untrained_style = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128))
+    untrained_style = BlockRank(
+        default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(max_block_tokens=128)
+    )
     layout = untrained_style.engine.layout("tides", ["The Moon pulls the sea.", "Chess openings."])
-    assert int(layout.position_ids[layout.query_start]) == layout.prefix_length + 128  # right after the longest allowed block
-    overlapping = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(query_position_offset=3))
+    assert (
+        int(layout.position_ids[layout.query_start]) == layout.prefix_length + 128
+    )  # right after the longest allowed block
+    overlapping = BlockRank(
+        default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(query_position_offset=3)
+    )
     with pytest.warns(UserWarning, match="inside the documents' positions"):
         overlapping.engine.layout("tides", ["The Moon pulls the sea.", "Chess openings."])

@@ -1,4 +1,5 @@
-"""Training on hostile or torn input: no code runs from a checkpoint, resumed logs never repeat steps, bad JSONL names its line."""
+"""Training on hostile or torn input: no code runs from a checkpoint, resumed logs never repeat steps, bad JSONL
+names its line."""
 
 from __future__ import annotations
 
@@ -44,7 +45,15 @@ def test_planted_checkpoint_is_refused_and_runs_nothing(tmp_path, tiny_lm_dir, h
     assert marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04torn", b"", {"step": 1}, {"step": -1, "seconds": 0.0, "weights": {}, "optimizer": {}, "scheduler": {}, "config": {}}])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"PK\x03\x04torn",
+        b"",
+        {"step": 1},
+        {"step": -1, "seconds": 0.0, "weights": {}, "optimizer": {}, "scheduler": {}, "config": {}},
+    ],
+)
 def test_torn_or_foreign_checkpoint_is_a_value_error_naming_the_file(tmp_path, tiny_lm_dir, content):  # noqa: F811
     state = tmp_path / "run" / "checkpoint" / "state.pt"
     state.parent.mkdir(parents=True)
@@ -85,7 +94,9 @@ def test_resumed_log_is_cut_to_the_checkpointed_step(tmp_path, tiny_lm_dir):  # 
 def test_fresh_run_starts_a_fresh_log(tmp_path, tiny_lm_dir):  # noqa: F811
     output = tmp_path / "run"
     output.mkdir()
-    (output / "log.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))  # killed before any checkpoint
+    (output / "log.jsonl").write_text(
+        "".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
+    )  # killed before any checkpoint
     Trainer(tiny_config(tmp_path, tiny_lm_dir), examples=EXAMPLES).run(show_progress_bar=False)
     assert log_steps(output) == [1, 2]
 
@@ -111,8 +122,14 @@ GOOD = json.dumps({"query": "q", "positives": ["p"], "negatives": ["n"]})
         ('{"query": "q", "positives": "text"}', "'positives' must be a list of strings, got a string"),
         ('{"query": "q", "positives": ["p", 7]}', "'positives' must be a list of strings, got a list holding a number"),
         ('{"query": "q", "positives": ["p", null]}', "'positives' must be a list of strings, got a list holding null"),
-        ('{"query": "q", "positives": ["p"], "negatives": "text"}', "'negatives' must be a list of strings, got a string"),
-        ('{"query": "q", "positives": ["p"], "negatives": {"a": 1}}', "'negatives' must be a list of strings, got an object"),
+        (
+            '{"query": "q", "positives": ["p"], "negatives": "text"}',
+            "'negatives' must be a list of strings, got a string",
+        ),
+        (
+            '{"query": "q", "positives": ["p"], "negatives": {"a": 1}}',
+            "'negatives' must be a list of strings, got an object",
+        ),
         ('{"question": "q", "positives": ["p"]}', "needs the keys 'query' and 'positives'"),
         ('{"query": "q", "positives": ["p"]', "is not valid JSON"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
@@ -120,7 +137,7 @@ GOOD = json.dumps({"query": "q", "positives": ["p"], "negatives": ["n"]})
 )
 def test_malformed_jsonl_line_is_a_value_error_with_file_and_line(tmp_path, bad, message):
     path = write_lines(tmp_path, GOOD, "", bad)
-    with pytest.raises(ValueError, match=rf"mine\.jsonl: line 3\b.*") as error:
+    with pytest.raises(ValueError, match=r"mine\.jsonl: line 3\b.*") as error:
         load_examples([f"jsonl:{path}"])
     assert message in str(error.value)
 
@@ -138,7 +155,10 @@ def test_jsonl_source_accepts_bom_and_any_line_ending(tmp_path, newline, bom):
     second = json.dumps({"query": "q2", "positives": ["p2"]})
     path = write_lines(tmp_path, GOOD, second, newline=newline, bom=bom)
     examples = load_examples([f"jsonl:{path}"])
-    assert examples == [RankingExample("q", ("p",), ("n",), f"jsonl:{path}"), RankingExample("q2", ("p2",), (), f"jsonl:{path}")]
+    assert examples == [
+        RankingExample("q", ("p",), ("n",), f"jsonl:{path}"),
+        RankingExample("q2", ("p2",), (), f"jsonl:{path}"),
+    ]
     bad = write_lines(tmp_path, GOOD, "[1]", newline=newline, bom=bom)
     with pytest.raises(ValueError, match=r"line 2: expected a JSON object"):
         load_examples([f"jsonl:{bad}"])

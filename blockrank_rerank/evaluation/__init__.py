@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from ..modes import SCORING_MODES
 
-DATASETS = ("dl19", "dl21", "scifact")
+DATASETS = ("dl19", "dl21", "scifact", "scifact-train", "scifact-dev")
+REPORTING_DATASETS = ("dl19", "scifact")  # reported, never used to choose anything (heads, layers, settings)
+DEV_DATASETS = tuple(name for name in DATASETS if name not in REPORTING_DATASETS)
 BASELINE_METHODS = ("pointwise", "listwise", "biencoder", "first-stage")
 METHODS = (*SCORING_MODES, *BASELINE_METHODS)  # what `blockrank eval --method` accepts
 
-__all__ = ["BASELINE_METHODS", "DATASETS", "METHODS"]
+__all__ = ["BASELINE_METHODS", "DATASETS", "DEV_DATASETS", "METHODS", "REPORTING_DATASETS"]

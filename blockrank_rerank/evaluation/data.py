@@ -6,10 +6,11 @@ import csv
 import gzip
 import json
 import os
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 DATA_DIR_ENV = "BLOCKRANK_DATA_DIR"
 
@@ -50,6 +51,18 @@ class CandidateRun:
         )
 
 
+SCIFACT_DEV_QUERIES = 150  # SciFact train claims held out from training, for choices made on dev data
+
+
+def scifact_dev_qids(judged: Iterable[str]) -> list[str]:
+    """The SciFact train claims held out as dev data ("scifact-dev"), sorted: a seeded sample of the judged ones.
+
+    The same draw as `evaluate.select_queries(run, 150, seed=0)` over the train split; training source
+    "scifact-train-fit" is the rest.
+    """
+    return sorted(random.Random(0).sample(sorted(judged), SCIFACT_DEV_QUERIES))
+
+
 def _open(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
@@ -80,7 +93,8 @@ def load_trec_dl(year: str = "dl19", root: Optional[Path] = None) -> CandidateRu
 
 
 def load_beir(name: str = "scifact", split: str = "test", root: Optional[Path] = None) -> CandidateRun:
-    """A BEIR dataset with its shipped BM25 top-100 run (`bm25-top100.<split>.trec.gz`)."""
+    """A BEIR dataset with its shipped BM25 top-100 run (`bm25-top100.<split>.trec.gz`), or, for a split that
+    ships none (SciFact train), the same BM25 top-100 of its judged queries built with bm25s."""
     folder = (root or data_dir()) / name
     with _open(folder / "corpus.jsonl.gz") as f:
         corpus = {}
@@ -94,9 +108,22 @@ def load_beir(name: str = "scifact", split: str = "test", root: Optional[Path] =
         for row in csv.DictReader(f, delimiter="\t"):
             qrels[row["query-id"]][row["corpus-id"]] = int(row["score"])
     ranked: dict[str, list[tuple[int, Candidate]]] = defaultdict(list)
-    with _open(folder / f"bm25-top100.{split}.trec.gz") as f:
-        for line in f:
-            qid, _, docid, rank, score, _ = line.split()
-            ranked[qid].append((int(rank), Candidate(docid, corpus[docid], float(score))))
+    shipped = folder / f"bm25-top100.{split}.trec.gz"
+    if shipped.exists():
+        with _open(shipped) as f:
+            for line in f:
+                qid, _, docid, rank, score, _ = line.split()
+                ranked[qid].append((int(rank), Candidate(docid, corpus[docid], float(score))))
+    else:  # no shipped run for this split: the same BM25 built here (bm25.py reproduces the shipped test run)
+        from .bm25 import bm25_rankings
+
+        judged_queries = {q: text for q, text in queries.items() if q in qrels}
+        for qid, hits in bm25_rankings(corpus, judged_queries, 100).items():
+            ranked[qid] = [(rank, Candidate(d, corpus[d], score)) for rank, (d, score) in enumerate(hits, 1)]
     candidates = {q: [c for _, c in sorted(ranked[q], key=lambda rc: rc[0])] for q in queries if q in ranked}
-    return CandidateRun(f"{name}-{split}", {q: queries[q] for q in candidates}, candidates, {q: dict(qrels.get(q, {})) for q in candidates})
+    return CandidateRun(
+        f"{name}-{split}",
+        {q: queries[q] for q in candidates},
+        candidates,
+        {q: dict(qrels.get(q, {})) for q in candidates},
+    )

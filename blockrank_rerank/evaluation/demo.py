@@ -57,8 +57,11 @@ def demo_builtin(ranker: BlockRank) -> None:
         print(_table(f"\nQuery: {item['query']}", rows, ("rank", "score", "relevant", "passage")))
 
 
-def run_demo(model: Optional[str] = None, num_queries: int = 3, depth: int = 20, shown: int = 10, builtin: bool = False) -> None:
-    """Load the model (embedded default unless `model`) and rerank DL19 when the data is present, else the built-in corpus."""
+def run_demo(
+    model: Optional[str] = None, num_queries: int = 3, depth: int = 20, shown: int = 10, builtin: bool = False
+) -> None:
+    """Load the model (embedded default unless `model`) and rerank DL19 when the data is present, else the
+    built-in corpus."""
     start = time.perf_counter()
     ranker = BlockRank.from_pretrained(model)
     print(f"{ranker}  (loaded in {time.perf_counter() - start:.1f} s)")

@@ -20,7 +20,10 @@ def measures(depth: int = 100, binary_threshold: int = 1) -> list:
 
 
 def compute_metrics(
-    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], depth: int = 100, binary_threshold: int = 1
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    depth: int = 100,
+    binary_threshold: int = 1,
 ) -> dict[str, float]:
     """Mean of each measure over the queries of `run` (qid -> docid -> score; queries without judgments count 0).
 

@@ -18,12 +18,17 @@ from tqdm.auto import tqdm
 from ..attention import plan_attention
 from ..forward import PackedStream, decoder_of, run_layers
 from ..layout import BlockLayout
-from ..scoring import read_scores
+from ..scoring import read_head_shares
 from .data import CandidateRun
 
 
-def scores_per_layer(engine: Any, layout: BlockLayout, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    """BlockRank scores (N,) of `layout` at each of `layers`, from a single forward up to max(layers)."""
+def scores_per_layer(
+    engine: Any, layout: BlockLayout, layers: Sequence[int], *, per_head: bool = False
+) -> dict[int, torch.Tensor]:
+    """BlockRank scores (N,) of `layout` at each of `layers`, from a single forward up to max(layers).
+
+    With `per_head`, each layer gives every head's document shares instead, (H, N) (`evaluation.heads`).
+    """
     wanted = sorted(set(layers))
     if not wanted or wanted[0] < 0 or wanted[-1] >= engine.num_layers:
         raise ValueError(f"layers must lie in 0..{engine.num_layers - 1}, got {list(layers)}")
@@ -33,12 +38,17 @@ def scores_per_layer(engine: Any, layout: BlockLayout, layers: Sequence[int]) ->
     results: dict[int, torch.Tensor] = {}
 
     def read_layer(index: int, layer: Any, stream: PackedStream) -> None:
-        if index in wanted:
+        if index not in wanted:
+            return
+        if per_head:
             queries, keys = stream.scoring_projections(layer, engine.config.num_signal_tokens)
-            scores = read_scores(queries, keys, owner, layout.num_documents, float(layer.self_attn.scaling), fused=engine.backend == "triton")
-            results[index] = scores.cpu()
+            scale = float(layer.self_attn.scaling)
+            results[index] = read_head_shares(queries, keys, owner, layout.num_documents, scale).cpu()
+        else:
+            fused = engine.backend == "triton"
+            results[index] = stream.read_scores(layer, engine.config.num_signal_tokens, fused=fused).cpu()
 
-    with torch.inference_mode():
+    with engine.lock, torch.inference_mode():
         run_layers(decoder, PackedStream.start(decoder, plan, engine.backend), wanted[-1], read_layer)
     return results
 

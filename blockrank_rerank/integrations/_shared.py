@@ -22,10 +22,14 @@ _lock = threading.Lock()
 
 def missing_framework(package: str, extra: str) -> ImportError:
     """The error an adapter raises when its framework is not installed: it names the extra to install."""
-    return ImportError(f"blockrank_rerank.integrations.{extra} needs {package}: pip install \"blockrank-rerank[{extra}]\"")
+    return ImportError(
+        f'blockrank_rerank.integrations.{extra} needs {package}: pip install "blockrank-rerank[{extra}]"'
+    )
 
 
-def resolve_config(model: Optional[str], scoring_mode: Optional[str], config: Optional[Mapping[str, Any]]) -> BlockRankConfig:
+def resolve_config(
+    model: Optional[str], scoring_mode: Optional[str], config: Optional[Mapping[str, Any]]
+) -> BlockRankConfig:
     """The validated config for `model`: released-checkpoint settings, then `config` fields, then `scoring_mode`."""
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of BlockRankConfig fields, got {type(config).__name__}")
@@ -54,7 +58,9 @@ def register(ranker: BlockRank) -> None:
         _rankers.setdefault((ranker.engine.name, ranker.config), ranker)
 
 
-def check_ranker_arguments(ranker: Optional[BlockRank], model: Optional[str], scoring_mode: Optional[str], config: Any) -> None:
+def check_ranker_arguments(
+    ranker: Optional[BlockRank], model: Optional[str], scoring_mode: Optional[str], config: Any
+) -> None:
     """A ready `ranker` already fixes model and config: passing both is ambiguous."""
     if ranker is not None and (model is not None or scoring_mode is not None or config):
         raise ValueError("pass either ranker= or model=/scoring_mode=/config=, not both")
@@ -62,7 +68,6 @@ def check_ranker_arguments(ranker: Optional[BlockRank], model: Optional[str], sc
         register(ranker)
 
 
-
 def config_fields(config: BlockRankConfig) -> dict[str, Any]:
     """Every field of `config` as plain values, for serialising an adapter that wraps a caller's ranker."""
-    return dataclasses.asdict(config)
+    return {**dataclasses.asdict(config), "head_weights": config.head_weights_dict()}

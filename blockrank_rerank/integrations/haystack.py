@@ -32,9 +32,10 @@ class BlockRankRanker:
     never modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
-    loads in `warm_up()` (or the first `run`) and is shared with every component asking for the same model
-    and config. `meta_fields_to_embed` names meta fields scored as a title before the content.
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
+    (any other `BlockRankConfig` fields); the model loads in `warm_up()` (or the first `run`) and is shared with
+    every component asking for the same model and config. `meta_fields_to_embed` names meta fields scored as a
+    title before the content.
     """
 
     def __init__(
@@ -53,7 +54,9 @@ class BlockRankRanker:
         self.model = ranker.engine.name if ranker is not None else model
         self.scoring_mode = scoring_mode
         self.config = config_fields(ranker.config) if ranker is not None else dict(config or {})
-        self._config: BlockRankConfig = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+        self._config: BlockRankConfig = (
+            ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+        )
         self._ranker = ranker
 
     def warm_up(self) -> None:
@@ -88,7 +91,9 @@ class BlockRankRanker:
     def _content(self, document: Document) -> Dict[str, str]:
         if not isinstance(document.content, str):
             raise ValueError(f"BlockRankRanker needs text: Document {document.id} has content={document.content!r}")
-        title = " ".join(str(document.meta[k]) for k in self.meta_fields_to_embed if document.meta.get(k) not in (None, ""))
+        title = " ".join(
+            str(document.meta[k]) for k in self.meta_fields_to_embed if document.meta.get(k) not in (None, "")
+        )
         return {"text": document.content, "title": title}
 
     @component.output_types(documents=List[Document])
@@ -101,8 +106,11 @@ class BlockRankRanker:
         return {"documents": [dataclasses.replace(documents[d.index], score=float(d.score)) for d in ranked]}
 
     @component.output_types(documents=List[Document])
-    async def run_async(self, query: str, documents: List[Document], top_k: Optional[int] = None) -> Dict[str, List[Document]]:
-        """`run` in a worker thread, so the forward pass never blocks the event loop (the model runs one call at a time)."""
+    async def run_async(
+        self, query: str, documents: List[Document], top_k: Optional[int] = None
+    ) -> Dict[str, List[Document]]:
+        """`run` in a worker thread, so the forward pass never blocks the event loop (the model runs one call at
+        a time)."""
         return await asyncio.to_thread(self.run, query, documents, top_k)
 
 

@@ -29,8 +29,9 @@ class BlockRankRerank(BaseDocumentCompressor):
     attention mass). Inputs are not modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
-    then loads on the first call and is shared with every adapter asking for the same model and config.
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
+    (any other `BlockRankConfig` fields); the model then loads on the first call and is shared with every
+    adapter asking for the same model and config.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -50,20 +51,28 @@ class BlockRankRerank(BaseDocumentCompressor):
 
     def model_post_init(self, context: Any) -> None:
         check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config)
-        self._config = self.ranker.config if self.ranker is not None else resolve_config(self.model, self.scoring_mode, self.config)
+        self._config = (
+            self.ranker.config
+            if self.ranker is not None
+            else resolve_config(self.model, self.scoring_mode, self.config)
+        )
 
     def _get_ranker(self) -> BlockRank:
         if self.ranker is None:
             self.ranker = shared_ranker(self.model, self._config)
         return self.ranker
 
-    def compress_documents(self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
+    ) -> Sequence[Document]:
         """Copies of `documents`, best first, cut to `top_n`, each with `metadata["relevance_score"]`."""
         if not documents:
             return []
         ranked = self._get_ranker().rerank(query, [d.page_content for d in documents], top_k=self.top_n)
         return [
-            documents[d.index].model_copy(update={"metadata": {**documents[d.index].metadata, "relevance_score": float(d.score)}})
+            documents[d.index].model_copy(
+                update={"metadata": {**documents[d.index].metadata, "relevance_score": float(d.score)}}
+            )
             for d in ranked
         ]
 

@@ -32,15 +32,18 @@ class BlockRankReranker(BaseNodePostprocessor):
     to 1; ICR mode: calibrated attention mass).
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
-    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config` (any other `BlockRankConfig` fields); the model
-    then loads on the first query and is shared with every adapter asking for the same model and config.
+    `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
+    (any other `BlockRankConfig` fields); the model then loads on the first query and is shared with every
+    adapter asking for the same model and config.
     """
 
     top_n: int = Field(default=5, ge=1, description="Number of nodes to return, best first.")
     model: Optional[str] = Field(default=None, description="Model id or path; None: the embedded default.")
     scoring_mode: Optional[str] = Field(default=None, description="BlockRankConfig.scoring_mode override.")
     config: Dict[str, Any] = Field(default_factory=dict, description="Other BlockRankConfig fields.")
-    metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node metadata included in the scored text.")
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED, description="Node metadata included in the scored text."
+    )
 
     _ranker: Optional[BlockRank] = PrivateAttr(default=None)
     _config: BlockRankConfig = PrivateAttr()
@@ -79,7 +82,9 @@ class BlockRankReranker(BaseNodePostprocessor):
             self._ranker = shared_ranker(self.model, self._config)
         return self._ranker
 
-    def _postprocess_nodes(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+    def _postprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
         if query_bundle is None:
             raise ValueError("BlockRankReranker needs a query: pass query_bundle or query_str")
         model_name = self.model or EMBEDDED_DEFAULT

@@ -6,6 +6,16 @@ from .prompts import TrainingPrompt, build_training_prompt
 from .trainer import TrainConfig, Trainer, train
 
 __all__ = [
-    "DEFAULT_SOURCES", "RankingExample", "load_examples", "blockrank_loss", "contrastive_loss", "next_token_loss",
-    "training_forward", "TrainingPrompt", "build_training_prompt", "TrainConfig", "Trainer", "train",
+    "DEFAULT_SOURCES",
+    "RankingExample",
+    "load_examples",
+    "blockrank_loss",
+    "contrastive_loss",
+    "next_token_loss",
+    "training_forward",
+    "TrainingPrompt",
+    "build_training_prompt",
+    "TrainConfig",
+    "Trainer",
+    "train",
 ]

@@ -1,8 +1,9 @@
 """Training examples: a query with positive and negative passages, read from the training material only.
 
-Every source here is a training split (the data directory's README, `$BLOCKRANK_DATA_DIR/README.md`): SQuAD v1.1 dev paragraphs, the small MS MARCO,
-multi-hop and WikiQA sets, SciFact *train* claims and TREC DL21. The reporting splits (DL19, SciFact test)
-are refused by name, so a training run can never see an evaluation query.
+Every source here is a training split (the data directory's README, `$BLOCKRANK_DATA_DIR/README.md`):
+SQuAD v1.1 dev paragraphs, the small MS MARCO, multi-hop and WikiQA sets, SciFact *train* claims and TREC
+DL21. The reporting splits (DL19, SciFact test) are refused by name, so a training run can never see an
+evaluation query.
 """
 
 from __future__ import annotations
@@ -67,31 +68,47 @@ def _clean(texts: Iterable[str]) -> tuple[str, ...]:
 
 
 def _passages(item: dict, key: str, path: Path, number: int) -> tuple[str, ...]:
-    """`item[key]` as stripped non-empty passages; anything but a list of strings is a ValueError (a string is not split)."""
+    """`item[key]` as stripped non-empty passages; anything but a list of strings is a ValueError (a string is
+    not split)."""
     value = item.get(key, [])
     if not isinstance(value, list):
         raise ValueError(f"{path}: line {number}: {key!r} must be a list of strings, got {_kind(value)}")
     for text in value:
         if not isinstance(text, str):
-            raise ValueError(f"{path}: line {number}: {key!r} must be a list of strings, got a list holding {_kind(text)}")
+            raise ValueError(
+                f"{path}: line {number}: {key!r} must be a list of strings, got a list holding {_kind(text)}"
+            )
     return _clean(value)
 
 
 def _kind(value: object) -> str:
     """A JSON value's kind for an error message: "a string", "a number", "null", ..."""
-    kinds = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", type(None): "null"}
+    kinds = {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
     return kinds.get(type(value), type(value).__name__)
 
 
 def read_jsonl_examples(path: Path, source: str) -> list[RankingExample]:
-    """`{"query", "positives": [...], "negatives": [...]}` lines (`train/` files); malformed: ValueError, empty query or no positive: skipped."""
+    """`{"query", "positives": [...], "negatives": [...]}` lines (`train/` files); malformed: ValueError, empty
+    query or no positive: skipped."""
     examples = []
     for number, item in _numbered_lines(path):
         if "query" not in item or "positives" not in item:
             raise ValueError(f"{path}: line {number}: needs the keys 'query' and 'positives', got {sorted(item)}")
         if not isinstance(item["query"], str):
             raise ValueError(f"{path}: line {number}: 'query' must be a string, got {_kind(item['query'])}")
-        query, positives, negatives = item["query"].strip(), _passages(item, "positives", path, number), _passages(item, "negatives", path, number)
+        query, positives, negatives = (
+            item["query"].strip(),
+            _passages(item, "positives", path, number),
+            _passages(item, "negatives", path, number),
+        )
         if query and positives:
             examples.append(RankingExample(query, positives, negatives, source))
     return examples
@@ -102,7 +119,12 @@ def read_squad(root: Path) -> list[RankingExample]:
     folder = root / "train"
     corpus = {int(p["pid"]): p["text"] for p in _lines(folder / "squad-v1.1-dev.corpus.jsonl.gz")}
     return [
-        RankingExample(q["query"].strip(), _clean(corpus[i] for i in q["pos_ids"]), _clean(corpus[i] for i in q["neg_ids"]), "squad")
+        RankingExample(
+            q["query"].strip(),
+            _clean(corpus[i] for i in q["pos_ids"]),
+            _clean(corpus[i] for i in q["neg_ids"]),
+            "squad",
+        )
         for q in _lines(folder / "squad-v1.1-dev.queries.jsonl.gz")
     ]
 
@@ -122,12 +144,16 @@ def read_trec_dl_train(root: Path, year: str = "dl21", min_grade: int = 2) -> li
     return examples
 
 
-def read_beir_train(root: Path, name: str = "scifact", num_negatives: int = 30) -> list[RankingExample]:
-    """BEIR train queries with their judged documents; negatives are BM25 (bm25s) hits that are not judged."""
-    try:
-        import bm25s
-    except ImportError as error:
-        raise ImportError("BM25 negatives for BEIR training queries need bm25s: pip install 'blockrank-rerank[train]'") from error
+def read_beir_train(
+    root: Path, name: str = "scifact", num_negatives: int = 30, without_dev: bool = False
+) -> list[RankingExample]:
+    """BEIR train queries with their judged documents; negatives are BM25 hits that are not judged (`bm25.py`).
+
+    `without_dev` leaves out the claims held out as dev data (`evaluation.data.scifact_dev_qids`) and takes up
+    to 99 negatives, so prompts of up to 100 candidates have BM25 negatives throughout.
+    """
+    from ..evaluation.bm25 import bm25_rankings
+
     folder = root / name
     corpus = {str(d["_id"]): f"{d.get('title', '')} {d['text']}".strip() for d in _lines(folder / "corpus.jsonl.gz")}
     queries = {str(q["_id"]): q["text"] for q in _lines(folder / "queries.train.jsonl")}
@@ -136,15 +162,18 @@ def read_beir_train(root: Path, name: str = "scifact", num_negatives: int = 30) 
         for row in csv.DictReader(f, delimiter="\t"):
             if int(row["score"]) > 0:
                 judged.setdefault(row["query-id"], set()).add(row["corpus-id"])
-    docids = list(corpus)
-    retriever = bm25s.BM25(k1=0.9, b=0.4)
-    retriever.index(bm25s.tokenize([corpus[d] for d in docids], stopwords="en", show_progress=False), show_progress=False)
-    qids = [q for q in queries if q in judged]
-    hits, _ = retriever.retrieve(bm25s.tokenize([queries[q] for q in qids], stopwords="en", show_progress=False), k=num_negatives + 10, show_progress=False)
+    if without_dev:
+        from ..evaluation.data import scifact_dev_qids
+
+        num_negatives = 99
+        for qid in scifact_dev_qids(judged):
+            del judged[qid]
+    hits = bm25_rankings(corpus, {q: text for q, text in queries.items() if q in judged}, num_negatives + 10)
     examples = []
-    for qid, row in zip(qids, hits):
-        negatives = [corpus[docids[i]] for i in row if docids[i] not in judged[qid]][:num_negatives]
-        examples.append(RankingExample(queries[qid], _clean(corpus[d] for d in sorted(judged[qid]) if d in corpus), _clean(negatives), f"{name}-train"))
+    for qid, ranked in hits.items():
+        negatives = [corpus[docid] for docid, _ in ranked if docid not in judged[qid]][:num_negatives]
+        positives = _clean(corpus[d] for d in sorted(judged[qid]) if d in corpus)
+        examples.append(RankingExample(queries[qid], positives, _clean(negatives), f"{name}-train"))
     return [e for e in examples if e.positives]
 
 
@@ -154,9 +183,12 @@ SOURCES: dict[str, Callable[[Path], list[RankingExample]]] = {
     "multihop-small": lambda root: read_jsonl_examples(root / "train" / "multihop-small.jsonl.gz", "multihop-small"),
     "wikiqa": lambda root: read_jsonl_examples(root / "train" / "wikiqa.jsonl.gz", "wikiqa"),
     "scifact-train": read_beir_train,
+    "scifact-train-fit": lambda root: read_beir_train(root, without_dev=True),  # scifact-dev held out
     "dl21": read_trec_dl_train,
 }
-DEFAULT_SOURCES = tuple(SOURCES)
+# The default leaves the dev data out (dl21, and scifact-dev inside scifact-train), so choices made on dev
+# data measure queries the model never trained on.
+DEFAULT_SOURCES = ("squad", "msmarco-small", "multihop-small", "wikiqa", "scifact-train-fit")
 
 
 def load_examples(sources: Iterable[str], root: Optional[Path] = None) -> list[RankingExample]:

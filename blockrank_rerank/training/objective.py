@@ -9,7 +9,7 @@ auxiliary loss's gradient reaches the layers below L* through the recomputed act
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,8 @@ class TrainingOutputs:
     """What the losses need from one forward."""
 
     scores: torch.Tensor  # (N,) fp32 document scores at L*, summing to 1
-    answer_logits: torch.Tensor  # (A, V) logits predicting each completion token
-    answer_targets: torch.Tensor  # (A,) the completion token ids
+    answer_logits: Optional[torch.Tensor] = None  # (A, V) logits predicting each completion token (None: scoring only)
+    answer_targets: Optional[torch.Tensor] = None  # (A,) the completion token ids
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,21 @@ class LossTerms:
     contrastive: torch.Tensor
 
 
-def training_forward(model: Any, plan: AttentionPlan, scoring_layer: int, num_signal_tokens: int, *, backend: str = "torch", gradient_checkpointing: bool = False) -> TrainingOutputs:
-    """Every decoder layer over the stream; scores at L* and logits of the completion rows."""
+def training_forward(
+    model: Any,
+    plan: AttentionPlan,
+    scoring_layer: int,
+    num_signal_tokens: int,
+    *,
+    backend: str = "torch",
+    gradient_checkpointing: bool = False,
+    scoring_only: bool = False,
+) -> TrainingOutputs:
+    """Every decoder layer over the stream; scores at L* and logits of the completion rows.
+
+    `scoring_only` runs layers 0..L*-1 and reads the scores, as inference does: no layer from L* on and no
+    LM head runs, so only what scoring reads is trained (no next-token loss).
+    """
     layout = plan.layout
     if layout.completion_length < 1:
         raise ValueError("a training layout needs a completion (build_layout(..., completion=...))")
@@ -49,16 +62,22 @@ def training_forward(model: Any, plan: AttentionPlan, scoring_layer: int, num_si
     def read_scoring_layer(index: int, layer: Any, stream: PackedStream) -> None:
         if index == scoring_layer:
             queries, keys = stream.scoring_projections(layer, num_signal_tokens)
-            read["scores"] = read_scores(queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling))
+            read["scores"] = read_scores(
+                queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling)
+            )
 
-    run_layers(decoder, stream, len(decoder.layers), read_scoring_layer)
+    run_layers(decoder, stream, scoring_layer if scoring_only else len(decoder.layers), read_scoring_layer)
+    if scoring_only:
+        return TrainingOutputs(scores=read["scores"])
     start = layout.completion_start
     predicting = decoder.norm(stream.hidden[start - 1 : layout.num_tokens - 1])  # (A, C): row t predicts token t + 1
     targets = layout.input_ids[start:].to(stream.hidden.device)  # (A,)
     return TrainingOutputs(scores=read["scores"], answer_logits=model.lm_head(predicting), answer_targets=targets)
 
 
-def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_layer: int, num_signal_tokens: int) -> list[TrainingOutputs]:
+def batched_dense_forward(
+    model: Any, layouts: Sequence[BlockLayout], scoring_layer: int, num_signal_tokens: int
+) -> list[TrainingOutputs]:
     """The model's own forward over a padded batch of prompts with an explicit float 4-D BlockRank mask.
 
     This is the dense reference's computation (one flat sequence per prompt, explicit mask and position
@@ -68,7 +87,9 @@ def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_la
     """
     decoder = decoder_of(model)
     device = decoder.embed_tokens.weight.device
-    width = -(-max(layout.num_tokens for layout in layouts) // 64) * 64  # aligned, so SDPA uses the mask without copying it
+    width = (
+        -(-max(layout.num_tokens for layout in layouts) // 64) * 64
+    )  # aligned, so SDPA uses the mask without copying it
     input_ids = torch.zeros(len(layouts), width, dtype=torch.long, device=device)  # (B, T)
     position_ids = torch.zeros_like(input_ids)  # (B, T)
     allowed = torch.eye(width, dtype=torch.bool, device=device).repeat(len(layouts), 1, 1)  # (B, T, T)
@@ -77,9 +98,17 @@ def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_la
         input_ids[b, :n] = layout.input_ids.to(device)
         position_ids[b, :n] = layout.position_ids.to(device)
         allowed[b, :n, :n] = layout.allowed_on(device)
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else decoder.embed_tokens.weight.dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # (B, 1, T, T)
-    out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, output_hidden_states=True, use_cache=False)
+    dtype = (
+        torch.get_autocast_dtype(device.type)
+        if torch.is_autocast_enabled(device.type)
+        else decoder.embed_tokens.weight.dtype
+    )
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[
+        :, None
+    ]  # (B, 1, T, T)
+    out = decoder(
+        input_ids=input_ids, attention_mask=mask, position_ids=position_ids, output_hidden_states=True, use_cache=False
+    )
     entering = out.hidden_states[scoring_layer]  # (B, T, C): input of layer L*
     layer = decoder.layers[scoring_layer]
     results = []
@@ -87,7 +116,9 @@ def batched_dense_forward(model: Any, layouts: Sequence[BlockLayout], scoring_la
         n, start = layout.num_tokens, layout.completion_start
         cos, sin = decoder.rotary_emb(entering[b : b + 1, :n], position_ids[b : b + 1, :n])  # (1, n, D) each
         queries, keys = scoring_projections(layer, entering[b, :n], cos[0], sin[0], layout, num_signal_tokens)
-        scores = read_scores(queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling))  # (N,)
+        scores = read_scores(
+            queries, keys, layout.document_rows()[1], layout.num_documents, float(layer.self_attn.scaling)
+        )  # (N,)
         logits = model.lm_head(out.last_hidden_state[b, start - 1 : n - 1])  # (A, V); last_hidden_state is normed
         results.append(TrainingOutputs(scores=scores, answer_logits=logits, answer_targets=input_ids[b, start:n]))
     return results
@@ -106,8 +137,18 @@ def contrastive_loss(scores: torch.Tensor, positives: torch.Tensor, temperature:
     return -(torch.logsumexp(logits[positives], dim=0) - torch.logsumexp(logits, dim=0))
 
 
-def blockrank_loss(outputs: TrainingOutputs, positives: torch.Tensor, *, aux_weight: float, temperature: float) -> LossTerms:
-    """L = L_ntp + λ · L_aux for one prompt."""
-    ntp = next_token_loss(outputs.answer_logits, outputs.answer_targets)
+def blockrank_loss(
+    outputs: TrainingOutputs,
+    positives: torch.Tensor,
+    *,
+    aux_weight: float,
+    temperature: float,
+    next_token_weight: float = 1.0,
+) -> LossTerms:
+    """L = w · L_ntp + λ · L_aux for one prompt (w = `next_token_weight`; L_ntp is 0 without answer logits)."""
     aux = contrastive_loss(outputs.scores, positives.to(outputs.scores.device), temperature)
-    return LossTerms(total=ntp + aux_weight * aux, next_token=ntp, contrastive=aux)
+    if outputs.answer_logits is None:
+        ntp = torch.zeros((), device=aux.device)
+    else:
+        ntp = next_token_loss(outputs.answer_logits, outputs.answer_targets)
+    return LossTerms(total=next_token_weight * ntp + aux_weight * aux, next_token=ntp, contrastive=aux)

@@ -20,7 +20,8 @@ class BaselineReranker(Reranker):
 
 
 def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
-    """`text` cut to its first `max_tokens` tokens (unchanged when shorter); control strings in it count as plain text."""
+    """`text` cut to its first `max_tokens` tokens (unchanged when shorter); control strings in it count as
+    plain text."""
     ids = encode_plain(tokenizer, [text])[0]
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
@@ -28,12 +29,15 @@ def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
 def chat_prompt(tokenizer, user: str) -> str:
     """One user message with the generation prompt, through the chat template when there is one."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        )
     return f"{tokenizer.bos_token or ''}{user}\n\n"
 
 
 def encode_chat(tokenizer, template: str, user_fields: Mapping[str, str], **fixed_fields: object) -> list[int]:
-    """Ids of `template` filled in as one chat user turn; control strings in `user_fields` stay plain text (control_tokens.py)."""
+    """Ids of `template` filled in as one chat user turn; control strings in `user_fields` stay plain text
+    (control_tokens.py)."""
     guard = ControlTokenGuard(tokenizer, user_fields.values())
     escaped = {name: guard.escape(value) for name, value in user_fields.items()}
     return guard.encode([chat_prompt(tokenizer, template.format(**escaped, **fixed_fields))])[0]

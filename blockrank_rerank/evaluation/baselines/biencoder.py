@@ -32,7 +32,12 @@ class BiEncoder(BaselineReranker):
     name = "biencoder"
 
     def __init__(
-        self, model_path: Optional[str] = None, *, batch_size: int = 32, device: str = "cpu", cache_documents: bool = False
+        self,
+        model_path: Optional[str] = None,
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        cache_documents: bool = False,
     ) -> None:
         try:
             from sentence_transformers import SentenceTransformer

@@ -31,7 +31,11 @@ class PointwiseRelevance(BaselineReranker):
 
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
         encoded = [
-            encode_chat(self.tokenizer, QUESTION, {"query": query, "document": truncate_text(self.tokenizer, c, self.max_document_tokens)})
+            encode_chat(
+                self.tokenizer,
+                QUESTION,
+                {"query": query, "document": truncate_text(self.tokenizer, c, self.max_document_tokens)},
+            )
             for c in contents
         ]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # batch similar lengths together
@@ -46,7 +50,9 @@ class PointwiseRelevance(BaselineReranker):
                 for row, i in enumerate(batch):
                     ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                     mask[row, : len(encoded[i])] = 1
-                hidden = self.model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, C)
+                hidden = self.model.model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device)
+                ).last_hidden_state  # (B, T, C)
                 last = hidden[torch.arange(len(batch)), mask.sum(dim=1).to(device) - 1]  # (B, C)
                 logits = self.model.lm_head(last).float()  # (B, V)
                 pair = logits[:, [self.yes_id, self.no_id]].log_softmax(dim=-1)  # (B, 2)
