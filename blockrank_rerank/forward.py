@@ -121,17 +121,12 @@ def attention_sublayer(
     return hidden + output_projection(attn, out)
 
 
-def decoder_layer(
-    layer: Any,
-    hidden: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    plan: AttentionPlan,
-    backend: str,
-    observe: Optional[AttentionObserver] = None,
-) -> torch.Tensor:
-    """One full decoder layer. Shapes: hidden (T, C) -> (T, C)."""
-    return mlp_sublayer(layer, attention_sublayer(layer, hidden, cos, sin, plan, backend, observe))
+def decoder_layer(layer: Any, hidden: torch.Tensor, *attention: Any) -> torch.Tensor:
+    """One full decoder layer; `attention` are `attention_sublayer`'s arguments after `hidden`.
+
+    Shapes: hidden (T, C) -> (T, C).
+    """
+    return mlp_sublayer(layer, attention_sublayer(layer, hidden, *attention))
 
 
 class Stream(Protocol):

@@ -89,18 +89,6 @@ def read_scores(
     return document_scores(attention, document_index, num_documents, head_weights)
 
 
-def read_head_shares(
-    signal_queries: torch.Tensor,
-    document_keys: torch.Tensor,
-    document_index: torch.Tensor,
-    num_documents: int,
-    scale: float,
-) -> torch.Tensor:
-    """Each head's document shares at one layer (what head selection compares). Shapes: -> (H, N), rows sum to 1."""
-    attention = signal_attention(signal_queries, document_keys, scale)  # (H, S, Dtok)
-    return head_document_shares(attention, document_index, num_documents)
-
-
 def document_log_mass(
     signal_queries: torch.Tensor,
     document_keys: torch.Tensor,

@@ -318,12 +318,12 @@ def test_explicit_backend_that_cannot_run_fails(monkeypatch):
 @needs_triton
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU check of the GPU benchmark script")
 def test_kernel_benchmark_script_smoke(capsys, monkeypatch):
-    """`bench/kernels.py --smoke` measures every method on tiny shapes and reports small errors (no GPU needed)."""
+    """`bench/triton_kernels.py --smoke` measures every method on tiny shapes, reporting small errors (no GPU)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "kernels.py"
+    path = Path(__file__).resolve().parents[1] / "bench" / "triton_kernels.py"
     monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location("bench_kernels", path)
     module = importlib.util.module_from_spec(spec)

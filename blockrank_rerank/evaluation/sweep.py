@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..attention import plan_attention
 from ..forward import PackedStream, decoder_of, run_layers
 from ..layout import BlockLayout
-from ..scoring import read_head_shares
+from ..scoring import head_document_shares, signal_attention
 from .data import CandidateRun
 
 
@@ -43,7 +43,8 @@ def scores_per_layer(
         if per_head:
             queries, keys = stream.scoring_projections(layer, engine.config.num_signal_tokens)
             scale = float(layer.self_attn.scaling)
-            results[index] = read_head_shares(queries, keys, owner, layout.num_documents, scale).cpu()
+            attention = signal_attention(queries, keys, scale)  # (H, S, Dtok)
+            results[index] = head_document_shares(attention, owner, layout.num_documents).cpu()
         else:
             fused = engine.backend == "triton"
             results[index] = stream.read_scores(layer, engine.config.num_signal_tokens, fused=fused).cpu()

@@ -27,24 +27,9 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend_key_range(
-    acc,
-    m_i,
-    l_i,
-    q,
-    k_base,
-    v_base,
-    stride_kt,
-    stride_vt,
-    offs_m,
-    row_start,
-    context_end,
-    offs_d,
-    key_lo,
-    key_hi,
-    qk_scale,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt,
+    offs_m, row_start, context_end, offs_d, key_lo, key_hi, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Fold keys [key_lo, key_hi) into the running (acc, max, sum) of BLOCK_M rows."""
     d_ok = offs_d < HEAD_DIM
@@ -74,28 +59,11 @@ def _attend_key_range(
 
 @triton.jit
 def _block_attention_fwd(
-    Q,
-    K,
-    V,
-    Out,
-    RowStart,
-    ContextEnd,
-    stride_qh,
-    stride_qt,
-    stride_kh,
-    stride_kt,
-    stride_vh,
-    stride_vt,
-    stride_oh,
-    stride_ot,
-    num_tokens,
-    qk_scale,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    Q, K, V, Out, RowStart, ContextEnd,
+    stride_qh, stride_qt, stride_kh, stride_kt, stride_vh, stride_vt, stride_oh, stride_ot,
+    num_tokens, qk_scale,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Last row tiles first: the query block's tiles read the whole stream, so they start earliest.
     tile = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -107,8 +75,7 @@ def _block_attention_fwd(
     d_ok = offs_d < HEAD_DIM
     q = tl.load(
         Q + head * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
-        mask=m_ok[:, None] & d_ok[None, :],
-        other=0.0,
+        mask=m_ok[:, None] & d_ok[None, :], other=0.0,
     )  # (BLOCK_M, BLOCK_D)
     row_start = tl.load(RowStart + offs_m, mask=m_ok, other=num_tokens)  # (BLOCK_M,); rows past T see nothing
     context_end = tl.load(ContextEnd + offs_m, mask=m_ok, other=0)  # (BLOCK_M,)
@@ -121,50 +88,17 @@ def _block_attention_fwd(
     row_end = tl.minimum(tile * BLOCK_M + BLOCK_M, num_tokens)
     context_hi = tl.minimum(tl.max(context_end, 0), row_end)
     acc, m_i, l_i = _attend_key_range(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_base,
-        v_base,
-        stride_kt,
-        stride_vt,
-        offs_m,
-        row_start,
-        context_end,
-        offs_d,
-        0,
-        context_hi,
-        qk_scale,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_PRECISION,
+        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, context_end, offs_d,
+        0, context_hi, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
     )
     own_lo = tl.maximum(context_hi, tl.min(row_start, 0))
     acc, m_i, l_i = _attend_key_range(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_base,
-        v_base,
-        stride_kt,
-        stride_vt,
-        offs_m,
-        row_start,
-        context_end,
-        offs_d,
-        own_lo,
-        row_end,
-        qk_scale,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_PRECISION,
+        acc, m_i, l_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, row_start, context_end, offs_d,
+        own_lo, row_end, qk_scale, HEAD_DIM, BLOCK_N, DOT_PRECISION,
     )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(
-        Out + head * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
-        out.to(Out.dtype.element_ty),
+        Out + head * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :], out.to(Out.dtype.element_ty),
         mask=m_ok[:, None] & d_ok[None, :],
     )
 
@@ -231,30 +165,12 @@ def block_attention(
     block_n = block_n or tiles[1]
     grid = (triton.cdiv(tokens, block_m), heads)
     _block_attention_fwd[grid](
-        q,
-        k,
-        v,
-        out,
-        row_start,
-        context_end,
-        q.stride(0),
-        q.stride(1),
-        k.stride(0),
-        k.stride(1),
-        v.stride(0),
-        v.stride(1),
-        out.stride(0),
-        out.stride(1),
-        tokens,
-        scale * LOG2E,
-        GROUP=heads // kv_heads,
-        HEAD_DIM=head_dim,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=num_warps or tiles[2],
-        num_stages=num_stages or tiles[3],
+        q, k, v, out, row_start, context_end,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        tokens, scale * LOG2E,
+        GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=num_warps or tiles[2], num_stages=num_stages or tiles[3],
     )
     return out
 

@@ -23,17 +23,8 @@ from .block_attention import LOG2E, check_device
 
 
 @triton.jit
-def _signal_rows(
-    Q,
-    kv_head,
-    stride_qh,
-    stride_qs,
-    offs_r,
-    offs_d,
-    NUM_SIGNAL: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-):
+def _signal_rows(Q, kv_head, stride_qh, stride_qs, offs_r, offs_d,
+                 NUM_SIGNAL: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr):
     """Queries of the GROUP * NUM_SIGNAL rows reading `kv_head`; row r is head kv_head * GROUP + r // S,
     signal r % S."""
     head = kv_head * GROUP + offs_r // NUM_SIGNAL
@@ -41,35 +32,19 @@ def _signal_rows(
     r_ok = offs_r < GROUP * NUM_SIGNAL
     return tl.load(
         Q + head[:, None] * stride_qh + signal[:, None] * stride_qs + offs_d[None, :],
-        mask=r_ok[:, None] & (offs_d[None, :] < HEAD_DIM),
-        other=0.0,
+        mask=r_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0,
     )  # (ROWS, BLOCK_D)
 
 
 @triton.jit
-def _tile_logits(
-    q,
-    K,
-    kv_head,
-    stride_kh,
-    stride_kt,
-    offs_n,
-    offs_r,
-    offs_d,
-    num_doc_tokens,
-    qk_scale,
-    NUM_SIGNAL: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
+def _tile_logits(q, K, kv_head, stride_kh, stride_kt, offs_n, offs_r, offs_d, num_doc_tokens, qk_scale,
+                 NUM_SIGNAL: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Logits in log2 units of the rows against one key tile; -inf on padded rows and tokens.
     Shapes: (ROWS, BLOCK_N)."""
     n_ok = offs_n < num_doc_tokens
     k = tl.load(
         K + kv_head * stride_kh + offs_n[None, :] * stride_kt + offs_d[:, None],
-        mask=n_ok[None, :] & (offs_d[:, None] < HEAD_DIM),
-        other=0.0,
+        mask=n_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0,
     )  # (BLOCK_D, BLOCK_N)
     logits = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale
     valid = (offs_r[:, None] < GROUP * NUM_SIGNAL) & n_ok[None, :]
@@ -78,24 +53,10 @@ def _tile_logits(
 
 @triton.jit
 def _readout_partial_lse(
-    Q,
-    K,
-    PartialMax,
-    PartialSum,
-    stride_qh,
-    stride_qs,
-    stride_kh,
-    stride_kt,
-    num_doc_tokens,
-    qk_scale,
-    NUM_SIGNAL: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    TILES_PER_CHUNK: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    Q, K, PartialMax, PartialSum,
+    stride_qh, stride_qs, stride_kh, stride_kt, num_doc_tokens, qk_scale,
+    NUM_SIGNAL: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     chunk = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -106,22 +67,8 @@ def _readout_partial_lse(
     l_i = tl.zeros([ROWS], dtype=tl.float32)
     for t in range(TILES_PER_CHUNK):
         offs_n = (chunk * TILES_PER_CHUNK + t) * BLOCK_N + tl.arange(0, BLOCK_N)
-        logits = _tile_logits(
-            q,
-            K,
-            kv_head,
-            stride_kh,
-            stride_kt,
-            offs_n,
-            offs_r,
-            offs_d,
-            num_doc_tokens,
-            qk_scale,
-            NUM_SIGNAL,
-            GROUP,
-            HEAD_DIM,
-            DOT_PRECISION,
-        )
+        logits = _tile_logits(q, K, kv_head, stride_kh, stride_kt, offs_n, offs_r, offs_d, num_doc_tokens, qk_scale,
+                              NUM_SIGNAL, GROUP, HEAD_DIM, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(logits, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l_i = l_i * tl.math.exp2(m_i - m_safe) + tl.sum(tl.math.exp2(logits - m_safe[:, None]), 1)
@@ -133,27 +80,10 @@ def _readout_partial_lse(
 
 @triton.jit
 def _readout_scores(
-    Q,
-    K,
-    Owner,
-    PartialMax,
-    PartialSum,
-    Scores,
-    stride_qh,
-    stride_qs,
-    stride_kh,
-    stride_kt,
-    num_doc_tokens,
-    qk_scale,
-    row_weight,
-    NUM_SIGNAL: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    TILES_PER_CHUNK: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    Q, K, Owner, PartialMax, PartialSum, Scores,
+    stride_qh, stride_qs, stride_kh, stride_kt, num_doc_tokens, qk_scale, row_weight,
+    NUM_SIGNAL: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     chunk = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -177,22 +107,8 @@ def _readout_scores(
     q = _signal_rows(Q, kv_head, stride_qh, stride_qs, offs_r, offs_d, NUM_SIGNAL, GROUP, HEAD_DIM)
     for t in range(TILES_PER_CHUNK):
         offs_n = (chunk * TILES_PER_CHUNK + t) * BLOCK_N + tl.arange(0, BLOCK_N)
-        logits = _tile_logits(
-            q,
-            K,
-            kv_head,
-            stride_kh,
-            stride_kt,
-            offs_n,
-            offs_r,
-            offs_d,
-            num_doc_tokens,
-            qk_scale,
-            NUM_SIGNAL,
-            GROUP,
-            HEAD_DIM,
-            DOT_PRECISION,
-        )
+        logits = _tile_logits(q, K, kv_head, stride_kh, stride_kt, offs_n, offs_r, offs_d, num_doc_tokens, qk_scale,
+                              NUM_SIGNAL, GROUP, HEAD_DIM, DOT_PRECISION)
         token_mass = tl.sum(tl.math.exp2(logits - lse[:, None]), 0) * row_weight  # (BLOCK_N,)
         n_ok = offs_n < num_doc_tokens
         owner = tl.load(Owner + offs_n, mask=n_ok, other=0)
@@ -231,9 +147,7 @@ def fused_document_scores(
     if num_documents < 1 or doc_tokens < 1:
         raise ValueError(f"need at least one document token; got num_documents={num_documents}, Dtok={doc_tokens}")
     if signal_queries.dtype != document_keys.dtype or signal_queries.dtype not in (
-        torch.float32,
-        torch.float16,
-        torch.bfloat16,
+        torch.float32, torch.float16, torch.bfloat16,
     ):
         raise TypeError(
             "queries and keys must share one dtype among float32/float16/bfloat16; "
@@ -253,44 +167,18 @@ def fused_document_scores(
     partial_sum = torch.empty_like(partial_max)
     scores = torch.zeros(num_documents, dtype=torch.float32, device=q.device)  # (N,)
     meta = dict(
-        NUM_SIGNAL=num_signal,
-        GROUP=group,
-        HEAD_DIM=head_dim,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        ROWS=rows,
-        BLOCK_N=block_n,
-        TILES_PER_CHUNK=tiles_per_chunk,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=num_warps,
+        NUM_SIGNAL=num_signal, GROUP=group, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        ROWS=rows, BLOCK_N=block_n, TILES_PER_CHUNK=tiles_per_chunk,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps,
     )
     grid = (num_chunks, kv_heads)
     _readout_partial_lse[grid](
-        q,
-        k,
-        partial_max,
-        partial_sum,
-        q.stride(0),
-        q.stride(1),
-        k.stride(0),
-        k.stride(1),
-        doc_tokens,
-        scale * LOG2E,
-        **meta,
+        q, k, partial_max, partial_sum,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), doc_tokens, scale * LOG2E, **meta,
     )
     _readout_scores[grid](
-        q,
-        k,
-        owner,
-        partial_max,
-        partial_sum,
-        scores,
-        q.stride(0),
-        q.stride(1),
-        k.stride(0),
-        k.stride(1),
-        doc_tokens,
-        scale * LOG2E,
-        1.0 / (heads * num_signal),
+        q, k, owner, partial_max, partial_sum, scores,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), doc_tokens, scale * LOG2E, 1.0 / (heads * num_signal),
         **meta,
     )
     return scores

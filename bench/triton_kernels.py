@@ -10,7 +10,7 @@ Methods, each on the same q/k/v:
 and the layer-L* score readout: the fused kernel against signal_attention + document_scores.
 tokens/s is T over the median time; TFLOP/s counts only the useful work, 4 * D * H per allowed (query, key)
 pair, the same for every method. Writes the "kernels" section of docs/benchmarks.md, naming the device.
-Usage: python bench/kernels.py [--n 100 500]; `--smoke` runs tiny shapes on CPU through the Triton
+Usage: python bench/triton_kernels.py [--n 100 500]; `--smoke` runs tiny shapes on CPU through the Triton
 interpreter to check the script itself (prints, writes nothing).
 """
 
@@ -198,7 +198,7 @@ def report(results: list[dict], args: argparse.Namespace, device_name: str) -> s
         "## Fused Triton kernels (GPU)",
         "",
         (
-            f"`python bench/kernels.py` on {device_name}, torch {torch.__version__}, "
+            f"`python bench/triton_kernels.py` on {device_name}, torch {torch.__version__}, "
             f"triton {triton.__version__}; one attention"
         ),
         (
@@ -262,7 +262,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         return
     if not torch.cuda.is_available():
         sys.exit(
-            "bench/kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); `--smoke` checks the script on CPU"
+            "bench/triton_kernels.py needs a CUDA GPU (torch.cuda.is_available() is False); "
+            "`--smoke` checks the script on CPU"
         )
     device = torch.device("cuda")
     results = []
