@@ -409,7 +409,8 @@ def command_select_heads(args: argparse.Namespace) -> int:
 
     datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
     overrides = config_overrides(args)
-    overrides.pop("scoring_mode", None)
+    if overrides.pop("scoring_mode", "blockrank") != "blockrank":
+        raise ValueError("select-heads chooses the heads of BlockRank scoring; --scoring-mode must be blockrank")
     ranker = BlockRank.from_pretrained(args.model, head_weights=None, **overrides)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     run_dir = Path(args.run_dir)

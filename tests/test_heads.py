@@ -201,6 +201,8 @@ def test_cli_select_heads_refuses_reporting_splits(capsys):
         main(["select-heads", "--datasets", "dl21,dl19", "--run-dir", "unused", "--model", "embedded:nonexistent"]) == 2
     )
     assert "blockrank: error:" in capsys.readouterr().err
+    assert main(["select-heads", "--run-dir", "unused", "--scoring-mode", "icr"]) == 2
+    assert "--scoring-mode must be blockrank" in capsys.readouterr().err
 
 
 def test_scifact_train_candidates_come_from_the_same_bm25_as_the_shipped_test_run():
