@@ -8,6 +8,7 @@ and the one layer loop (`forward.run_layers`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -17,7 +18,7 @@ from .icr import calibrated_document_scores, calibration_block, icr_token_scores
 from .layout import BlockLayout
 
 
-class ScoringMode:
+class ScoringMode(ABC):
     """How a layout becomes scores; class attributes declare what the mode needs and promises."""
 
     name: ClassVar[str]
@@ -28,9 +29,9 @@ class ScoringMode:
         True  # shares of one call; False: unbounded scores (copies are not renormalised)
     )
 
+    @abstractmethod
     def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout` in input order, with `engine`'s model and settings (`Engine`)."""
-        raise NotImplementedError
 
 
 class BlockRankMode(ScoringMode):
