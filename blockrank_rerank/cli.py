@@ -99,6 +99,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="attention implementation (default auto: the fused Triton kernel on CUDA when usable, else torch)",
     )
+    group.add_argument(
+        "--input-order-weight",
+        type=float,
+        default=None,
+        help=(
+            "weight in [0, 1] of the input order (a first stage's ranking) fused with the model's by reciprocal "
+            "ranks (default 0: the model alone)"
+        ),
+    )
     group.add_argument("--dtype", choices=list(DTYPES), default=None)
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     group.add_argument(
@@ -120,6 +129,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "dtype",
         "device",
         "memory_budget_mb",
+        "input_order_weight",
     ]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
@@ -440,6 +450,14 @@ def command_select_heads(args: argparse.Namespace) -> int:
     print(
         f"two-fold (select on one half, measure on the other): selected {fold['held_out_selected']:.4f}, "
         f"every head of L* {fold['held_out_all_heads_at_scoring_layer']:.4f}"
+    )
+    fusion = summary["fusion"]
+    fused_fold = fusion["two_fold"]
+    print(
+        f"fused with the first stage's order (--input-order-weight): best on dev {fusion['input_order_weight']} "
+        f"({fusion['dev_ndcg@10_per_weight'][str(fusion['input_order_weight'])]:.4f}); two-fold held out: chosen "
+        f"{fused_fold['held_out_chosen']:.4f}, model alone {fused_fold['held_out_model_alone']:.4f}, "
+        f"first stage {fused_fold['held_out_first_stage']:.4f}"
     )
     print(f"wrote {output}")
     if args.write_to:

@@ -150,6 +150,10 @@ class BlockRankConfig:
     # select-heads` writes them into a checkpoint); None: every head of L* equally. Stored normalised
     # (weights summing to 1) as ((layer, (w_0, ..., w_H-1)), ...), so the config stays hashable.
     head_weights: Optional[Any] = None
+    # weight of the caller's order in the final ranking, fused with the model's ranking by reciprocal ranks
+    # (scoring.fuse_with_input_order); for candidates given best-first by a first stage (BM25, a vector index).
+    # 0: the model's scores alone (the default); 1: the input order unchanged
+    input_order_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("scoring_layer", self.scoring_layer, 0, MAX_POSITION, optional=True)
@@ -181,6 +185,9 @@ class BlockRankConfig:
         ):
             raise ValueError(f"max_documents must be None or an int >= 1, got {self.max_documents!r}")
         check_device(self.device)
+        weight = self.input_order_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"input_order_weight must be a number in [0, 1], got {weight!r}")
         object.__setattr__(self, "head_weights", normalise_head_weights(self.head_weights))
         if self.head_weights is not None and self.scoring_layer is not None and self.scoring_layer != self.exit_layer:
             raise ValueError(

@@ -21,6 +21,7 @@ from .forward import PackedStream, Readout, decoder_of, run_readout
 from .inputs import unique_contents
 from .layout import BlockLayout, build_layout
 from .modes import SCORING_MODES
+from .scoring import fuse_with_input_order
 from .tokenize import tokenize_prompt
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Engine:
 
         Shares are renormalised over the copies so that one call's scores still sum to 1 (modes whose scores
         do not sum to one are copied as they are). No documents: []; one distinct document: 1.0, no forward.
+        With `input_order_weight` > 0 the scores are then fused with the input order (reciprocal ranks).
         """
         unique, inverse = unique_contents(contents)
         if len(unique) < len(contents):
@@ -131,6 +133,8 @@ class Engine:
         scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
         if len(unique) < len(contents) and self.mode.scores_sum_to_one:
             scores = scores / scores.sum()
+        if self.config.input_order_weight > 0:
+            scores = fuse_with_input_order(scores, self.config.input_order_weight)
         return scores.tolist()
 
 

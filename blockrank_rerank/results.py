@@ -12,7 +12,9 @@ class RankedDocument:
     replaced by U+FFFD)."""
 
     index: int  # position in the caller's input list
-    score: float  # share of the signal attention, in [0, 1]; scores of one call sum to 1
+    # share of the signal attention, in [0, 1], summing to 1 over one call (fused reciprocal ranks when the
+    # config's input_order_weight > 0)
+    score: float
     rank: int  # 1-based rank, 1 is best
     text: str  # the content that was scored (title + text)
     id: Optional[Any] = None  # the caller's id, when the input was a mapping with "id"

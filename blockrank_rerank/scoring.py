@@ -118,3 +118,22 @@ def shares_from_log_mass(document_lse: torch.Tensor, head_weights: Optional[torc
     if head_weights is None:
         return shares.mean(dim=(0, 1))
     return (shares.mean(dim=1) * head_weights.to(shares)[:, None]).sum(dim=0)  # (H, N) -> (N,)
+
+
+RRF_K = 60  # reciprocal-rank fusion's usual constant (Cormack et al., 2009): damps the weight of the very top ranks
+
+
+def fuse_with_input_order(scores: torch.Tensor, input_order_weight: float) -> torch.Tensor:
+    """Reciprocal-rank fusion of the model's ranking with the input order, for candidates given best-first.
+
+    fused_i = (1 - w) / (k + model_rank_i) + w / (k + i + 1); model ranks break ties by input index, as
+    `results.rank_documents` does. Shapes: (N,) -> (N,); w = 0 keeps the model's order, w = 1 the input's.
+    """
+    count = scores.shape[0]
+    positions = torch.arange(count, dtype=torch.float64)  # (N,) input index
+    # stable sort on -score keeps input order among ties
+    order = torch.sort(-scores.double(), stable=True).indices  # (N,) input index of each model rank
+    model_rank = torch.empty(count, dtype=torch.float64)
+    model_rank[order] = positions + 1
+    fused = (1 - input_order_weight) / (RRF_K + model_rank) + input_order_weight / (RRF_K + positions + 1)
+    return fused

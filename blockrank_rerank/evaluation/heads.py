@@ -6,6 +6,9 @@ search then adds, one at a time and with repetition, the (layer, head) whose sha
 nDCG@10 over the dev queries, and stops when no addition helps. The counts, normalised, are the readout's
 `head_weights` (`BlockRankConfig.head_weights`); no layer above the deepest chosen one runs at inference.
 
+The same shares also choose `input_order_weight`: how much of the first stage's order to fuse with the
+model's ranking (reciprocal ranks, `scoring.fuse_with_input_order`), with its own two-fold check.
+
 Only dev data may be used here (DL21, scifact-dev); a two-fold split of the dev queries reports how much of
 the gain survives on queries the search did not see. nDCG@10 is computed here, vectorised over every candidate
 readout at once (each greedy step scores hundreds of them per query), rather than through ir-measures; a test
@@ -26,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..scoring import fuse_with_input_order
 from .data import CandidateRun
 from .sweep import scores_per_layer
 
@@ -175,6 +179,42 @@ def two_fold_check(
     return {"held_out_selected": sum(selected) / 2, "held_out_all_heads_at_scoring_layer": sum(reference) / 2}
 
 
+FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # input_order_weight values tried on dev data
+
+
+def fusion_ndcg(queries: Sequence[DevQuery], readout: torch.Tensor) -> dict[float, float]:
+    """Mean dev nDCG@10 of the `readout` (L, H) fused with the first stage's order, per `input_order_weight`."""
+    scores = [readout_scores(q, readout) for q in queries]  # per query (N,)
+    return {
+        weight: float(mean_ndcg(queries, [fuse_with_input_order(s, weight)[None] for s in scores]))
+        for weight in FUSION_WEIGHTS
+    }
+
+
+def choose_input_order_weight(queries: Sequence[DevQuery], readout: torch.Tensor, seed: int = 0) -> dict[str, Any]:
+    """The `input_order_weight` best on the dev queries, and a two-fold check of how much of its gain holds.
+
+    Each half chooses a weight; it is measured on the other half beside the model alone (weight 0) and the
+    first stage alone (weight 1).
+    """
+    order = list(range(len(queries)))
+    random.Random(seed).shuffle(order)
+    halves = [order[: len(order) // 2], order[len(order) // 2 :]]
+    held_out: dict[str, list[float]] = {"chosen": [], "model_alone": [], "first_stage": []}
+    for chosen, unseen in (halves, halves[::-1]):
+        on_chosen = fusion_ndcg([queries[i] for i in chosen], readout)
+        on_unseen = fusion_ndcg([queries[i] for i in unseen], readout)
+        held_out["chosen"].append(on_unseen[max(on_chosen, key=on_chosen.get)])
+        held_out["model_alone"].append(on_unseen[0.0])
+        held_out["first_stage"].append(on_unseen[1.0])
+    per_weight = fusion_ndcg(queries, readout)
+    return {
+        "input_order_weight": max(per_weight, key=per_weight.get),
+        "dev_ndcg@10_per_weight": {str(w): v for w, v in per_weight.items()},
+        "two_fold": {f"held_out_{name}": sum(values) / 2 for name, values in held_out.items()},
+    }
+
+
 def select_heads(
     queries: Sequence[DevQuery],
     layers: Sequence[int],
@@ -210,6 +250,7 @@ def select_heads(
         "picks": int(counts.sum()),
         "distinct_heads": int((counts > 0).sum()),
         "two_fold": two_fold_check(queries, baseline, max_steps=max_steps, min_gain=min_gain),
+        "fusion": choose_input_order_weight(queries, baseline),
         "num_dev_queries": {
             name: sum(q.dataset == name for q in queries) for name in dict.fromkeys(q.dataset for q in queries)
         },
@@ -318,6 +359,8 @@ __all__ = [
     "greedy_selection",
     "ideal_dcg",
     "ndcg_at_10",
+    "choose_input_order_weight",
+    "fusion_ndcg",
     "select_heads",
     "write_head_weights",
 ]
