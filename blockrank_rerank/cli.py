@@ -108,8 +108,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
             "ranks (default 0: the model alone)"
         ),
     )
-    group.add_argument("--dtype", choices=list(DTYPES), default=None)
-    group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    group.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default=None,
+        help=(
+            "compute dtype (default auto: bfloat16-mixed on CUDA and on CPUs with AMX-BF16, else float32; "
+            "bfloat16-mixed runs matmuls in bf16 over fp32 weights and residual stream)"
+        ),
+    )
+    group.add_argument(
+        "--device", default=None, help="torch device: auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1"
+    )
     group.add_argument(
         "--memory-budget-mb",
         type=float,

@@ -13,8 +13,17 @@ from .attention import ATTENTION_FUNCTIONS
 from .modes import SCORING_MODES
 
 ATTENTION_BACKENDS = ("auto", *ATTENTION_FUNCTIONS)  # "auto" picks the fastest usable one (attention.resolve_backend)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# dtype name -> dtype of the weights; "bfloat16-mixed" keeps weights, residual stream, norms and the readout in
+# fp32 and runs matmuls and attention in bf16 under autocast; "auto" resolves by `auto_dtype`
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "bfloat16-mixed": torch.float32,
+}
+AUTOCAST_DTYPES = {"bfloat16-mixed": torch.bfloat16}  # dtype name -> autocast compute dtype
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # device types a reranker can compute on
+AUTO_DEVICE_ORDER = ("cuda", "mps", "cpu")  # what device="auto" takes, first available
 MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
 MAX_BLOCK_TOKENS = 2**24  # no model has a longer context; keeps every default position far below MAX_POSITION
 # facts about a trained model, which a checkpoint's blockrank.json may state
@@ -72,6 +81,30 @@ def check_device(device: Any) -> torch.device:
     if parsed.type != "cpu" and parsed.index is not None and parsed.index >= count:
         raise ValueError(f"device {device!r}: this machine has {count} {parsed.type} device(s), indices 0..{count - 1}")
     return parsed
+
+
+def auto_device() -> str:
+    """The first available of cuda, mps, cpu (device="auto")."""
+    return next(kind for kind in AUTO_DEVICE_ORDER if device_count(kind) > 0)
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (Linux /proc/cpuinfo flag `amx_bf16`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def auto_dtype(device: torch.device) -> str:
+    """dtype="auto": bf16 matmuls (fp32 residual stream and readout) where bf16 is fast, CUDA with bf16 support
+    and CPUs with AMX-BF16; fp32 elsewhere (an fp32 matmul is as fast as bf16 there, and exact)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16-mixed"
+    if device.type == "cpu" and cpu_has_amx_bf16():
+        return "bfloat16-mixed"
+    return "float32"
 
 
 def device_count(device_type: str) -> int:
@@ -137,8 +170,9 @@ class BlockRankConfig:
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
     # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "dense" (explicit mask)
     attention_backend: str = "auto"
-    dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
-    device: str = "cpu"  # torch device string
+    # compute dtype: auto (resolved by `auto_dtype`) | float32 | bfloat16 | float16 | bfloat16-mixed (see DTYPES)
+    dtype: str = "auto"
+    device: str = "auto"  # torch device string, or auto: cuda, then mps, then cpu (resolved when the config is made)
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)
     # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly;
     # None: always one shot
@@ -174,8 +208,8 @@ class BlockRankConfig:
             raise ValueError(f"scoring_mode must be one of {tuple(SCORING_MODES)}, got {self.scoring_mode!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
-        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.dtype, str) or self.dtype not in (*DTYPES, "auto"):
+            raise ValueError(f"dtype must be one of {('auto', *DTYPES)}, got {self.dtype!r}")
         check_int("batch_tokens", self.batch_tokens, 1, MAX_POSITION)
         budget = self.memory_budget_mb
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
@@ -184,7 +218,11 @@ class BlockRankConfig:
             isinstance(self.max_documents, bool) or not isinstance(self.max_documents, int) or self.max_documents < 1
         ):
             raise ValueError(f"max_documents must be None or an int >= 1, got {self.max_documents!r}")
-        check_device(self.device)
+        if self.device == "auto":
+            object.__setattr__(self, "device", auto_device())
+        device = check_device(self.device)
+        if self.dtype == "auto":
+            object.__setattr__(self, "dtype", auto_dtype(device))
         weight = self.input_order_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise ValueError(f"input_order_weight must be a number in [0, 1], got {weight!r}")
@@ -198,7 +236,13 @@ class BlockRankConfig:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """dtype of the model's weights."""
         return DTYPES[self.dtype]
+
+    @property
+    def autocast_dtype(self) -> Optional[torch.dtype]:
+        """dtype matmuls and attention run in under autocast, or None when the weights' dtype is used throughout."""
+        return AUTOCAST_DTYPES.get(self.dtype)
 
     def replace(self, **changes: Any) -> "BlockRankConfig":
         """A copy with `changes` applied and validated."""

@@ -7,6 +7,7 @@ layer sweep, the benchmarks and the tests use it directly; users call `BlockRank
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -106,9 +107,15 @@ class Engine:
             )
         return plan
 
+    def precision(self) -> contextlib.AbstractContextManager:
+        """Autocast to the config's mixed-precision dtype (bf16 matmuls over fp32 weights), or nothing."""
+        dtype = self.config.autocast_dtype
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout`, in input order, fp32, by the configured scoring mode (modes.py)."""
-        return self.checked(self.mode.score(self, layout).cpu())
+        with self.precision():
+            return self.checked(self.mode.score(self, layout).float().cpu())
 
     def checked(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""

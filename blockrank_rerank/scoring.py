@@ -30,7 +30,8 @@ def signal_logits(signal_queries: torch.Tensor, document_keys: torch.Tensor, sca
     """
     groups = signal_queries.shape[0] // document_keys.shape[0]
     keys = document_keys.float().repeat_interleave(groups, dim=0)  # (Hkv, Dtok, D) -> (H, Dtok, D)
-    return (signal_queries.float() @ keys.transpose(1, 2)) * scale  # (H, S, Dtok)
+    with torch.autocast(signal_queries.device.type, enabled=False):  # fp32 under a mixed-precision forward too
+        return (signal_queries.float() @ keys.transpose(1, 2)) * scale  # (H, S, Dtok)
 
 
 def document_scores(

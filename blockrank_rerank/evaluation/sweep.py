@@ -49,7 +49,7 @@ def scores_per_layer(
             fused = engine.backend == "triton"
             results[index] = stream.read_scores(layer, engine.config.num_signal_tokens, fused=fused).cpu()
 
-    with engine.lock, torch.inference_mode():
+    with engine.lock, torch.inference_mode(), engine.precision():
         run_layers(decoder, PackedStream.start(decoder, plan, engine.backend), wanted[-1], read_layer)
     return results
 

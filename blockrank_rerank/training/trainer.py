@@ -37,6 +37,7 @@ from .prompts import TrainingPrompt, build_training_prompt
 
 logger = logging.getLogger(__name__)
 
+SAVE_DTYPES = ("float32", "bfloat16", "float16")  # dtypes a checkpoint's merged weights may be stored in
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TRAINABLE_BACKENDS = tuple(
     name for name in ATTENTION_FUNCTIONS if name != "triton"
@@ -143,9 +144,9 @@ class TrainConfig:
             raise ValueError(f"loader_workers must be an int >= 0, got {self.loader_workers!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be None or >= 1, got {self.max_steps!r}")
-        if self.dtype not in ("float32", "bfloat16") or self.save_dtype not in DTYPES:
+        if self.dtype not in ("float32", "bfloat16") or self.save_dtype not in SAVE_DTYPES:
             raise ValueError(
-                f"dtype must be float32 or bfloat16 and save_dtype one of {tuple(DTYPES)}, "
+                f"dtype must be float32 or bfloat16 and save_dtype one of {SAVE_DTYPES}, "
                 f"got {self.dtype!r}, {self.save_dtype!r}"
             )
         object.__setattr__(self, "sources", tuple(self.sources))

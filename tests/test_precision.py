@@ -1,0 +1,65 @@
+"""device="auto" and dtype="auto" (issue 18): what they resolve to, and the bfloat16-mixed path's scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blockrank_rerank import BlockRank, BlockRankConfig
+from blockrank_rerank import config as config_module
+
+from blockrank_rerank.layout import build_layout
+
+from conftest import random_prompt, tiny_model
+
+
+def test_auto_device_takes_cuda_then_mps_then_cpu(monkeypatch):
+    available = {"cpu": 1, "cuda": 0, "mps": 0, "xpu": 0}
+    monkeypatch.setattr(config_module, "device_count", lambda kind: available[kind])
+    assert config_module.auto_device() == "cpu"
+    available["mps"] = 1
+    assert config_module.auto_device() == "mps"
+    available["cuda"] = 2
+    assert config_module.auto_device() == "cuda"
+
+
+def test_default_config_states_the_resolved_device_and_dtype(monkeypatch):
+    config = BlockRankConfig()
+    assert config.device == config_module.auto_device() and config.device != "auto"
+    assert config.dtype == config_module.auto_dtype(torch.device(config.device)) and config.dtype != "auto"
+    assert BlockRankConfig(device="cpu", dtype="float32").autocast_dtype is None
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bfloat16-mixed"), (False, "float32")])
+def test_auto_dtype_on_cpu_follows_amx(monkeypatch, amx, expected):
+    monkeypatch.setattr(config_module, "cpu_has_amx_bf16", lambda: amx)
+    config = BlockRankConfig(device="cpu")
+    assert config.dtype == expected
+    assert config.torch_dtype == torch.float32  # weights stay fp32 either way
+    assert config.autocast_dtype == (torch.bfloat16 if amx else None)
+
+
+def test_an_absent_device_names_what_is_missing(monkeypatch):
+    monkeypatch.setattr(config_module, "device_count", lambda kind: 1 if kind == "cpu" else 0)
+    with pytest.raises(ValueError, match="no cuda device is available"):
+        BlockRankConfig(device="cuda")
+
+
+def test_unknown_dtype_lists_auto_and_the_mixed_dtype():
+    with pytest.raises(ValueError, match="bfloat16-mixed"):
+        BlockRankConfig(dtype="int8")
+
+
+def test_mixed_precision_scores_are_close_to_fp32_and_fp32_where_they_are_read():
+    model = tiny_model("llama", peaked=True, num_layers=3)
+    exact = BlockRank(model, None, BlockRankConfig(device="cpu", dtype="float32"))
+    mixed = BlockRank(model, None, BlockRankConfig(device="cpu", dtype="bfloat16-mixed"))
+    prompt = build_layout(random_prompt(8, seed=3), query_position_offset=16384)  # the tiny model has no tokenizer
+    with exact.engine.precision():
+        reference = exact.engine.mode.score(exact.engine, prompt)
+    with mixed.engine.precision():
+        assert torch.is_autocast_enabled("cpu")
+        approximate = mixed.engine.mode.score(mixed.engine, prompt)
+    assert approximate.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32
+    assert float(approximate.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(approximate, reference, atol=2e-2) and not torch.equal(approximate, reference)
