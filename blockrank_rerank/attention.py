@@ -40,9 +40,8 @@ class AttentionPlan:
     buckets: tuple[DocumentBucket, ...] = ()
     query_mask: Optional[torch.Tensor] = None  # (Lq, T) bool, rows of the query block and of any reader block after it
     dense_mask: dict = field(default_factory=dict)  # cache: dtype -> (T, T) additive mask
-    kernel_arguments: dict = field(
-        default_factory=dict
-    )  # cache: device -> the Triton kernel's (row_start, context_end)
+    # cache: device -> the Triton kernel's (row_start, context_end); ("flex", device) -> FlexAttention's BlockMask
+    kernel_arguments: dict = field(default_factory=dict)
 
 
 def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9) -> list[list[int]]:
@@ -198,10 +197,41 @@ def triton_attention(
     return block_attention(q, k, v, row_start, context_end, scale)
 
 
+_compiled_flex: dict[str, Callable] = {}  # device type -> flex_attention, compiled once per process on accelerators
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+    """PyTorch FlexAttention with a BlockMask built from `attends` (fully masked tiles skipped).
+
+    Compiled on accelerators (once per process; each new stream length compiles once more), eager on CPU.
+    Shapes: as `torch_attention`.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    key = ("flex", q.device)
+    if key not in plan.kernel_arguments:  # once per forward, not per layer
+        row_start = plan.layout.row_start.to(q.device)
+        context_end = plan.layout.context_end.to(q.device)
+
+        def mask_mod(batch, head, q_idx, kv_idx):
+            return attends(q_idx, kv_idx, row_start[q_idx], context_end[q_idx])
+
+        length = q.shape[1]
+        plan.kernel_arguments[key] = create_block_mask(mask_mod, None, None, length, length, device=q.device)
+    if q.device.type not in _compiled_flex:
+        _compiled_flex[q.device.type] = flex if q.device.type == "cpu" else torch.compile(flex)
+    out = _compiled_flex[q.device.type](
+        q[None], k[None], v[None], block_mask=plan.kernel_arguments[key], scale=scale, enable_gqa=True
+    )  # (1, H, T, D)
+    return out[0]
+
+
 AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionPlan, float], torch.Tensor]
 ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {
     "triton": triton_attention,
     "torch": torch_attention,
+    "flex": flex_attention,
     "dense": dense_attention,
 }
 AUTO_ORDER = ("triton", "torch", "dense")  # what "auto" tries, fastest first
@@ -224,8 +254,8 @@ def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) 
                 "TRITON_INTERPRET=1 is set, which would run the kernels in Triton's (slow) interpreter, "
                 "a mode for tests"
             )
-    if name == "torch" and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 5):
-        return f"per-block SDPA needs torch >= 2.5 for enable_gqa, found {torch.__version__}"
+    if name in ("torch", "flex") and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 5):
+        return f"{name} attention needs torch >= 2.5 (enable_gqa, FlexAttention), found {torch.__version__}"
     return None
 
 

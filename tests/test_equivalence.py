@@ -35,7 +35,7 @@ def test_packed_path_matches_dense_reference(family, peaked, causal_positions):
     model = tiny_model(family, peaked=peaked)
     layout = build_layout(random_prompt(9, seed=3), query_position_offset=16384, causal_positions=causal_positions)
     expected, expected_hidden = dense_reference(model, layout, SCORING_LAYER, 2)
-    for backend in ("torch", "dense"):
+    for backend in ("torch", "flex", "dense"):
         scores, state = packed_scores(model, layout, backend, max_rows=24)
         torch.testing.assert_close(state.hidden, expected_hidden, atol=1e-4, rtol=0)
         torch.testing.assert_close(scores, expected, atol=1e-4, rtol=0)
