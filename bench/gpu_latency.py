@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -129,6 +130,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ]
         + [("mistral-7b", "bfloat16", backend) for backend in ("triton", "torch", "flex")]
     )
+    if args.only:
+        runs = [run for run in runs if ":".join(run) in args.only]
     models: dict[tuple[str, str], tuple[Any, int]] = {}
     for geometry, dtype, backend in runs:
         weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
@@ -216,7 +219,27 @@ def report(results: dict[str, Any]) -> str:
             else:
                 values.append(f"{1000 * c['median_s']:.1f} ({1000 * c['first_s']:.0f})")
         lines.append(f"| {geometry} | {dtype} | {n} | {tokens} | " + " | ".join(values) + " |")
+    if results.get("notes"):
+        lines += ["", f"Note: {results['notes']}."]
     return "\n".join(lines)
+
+
+def profile_summary(path: Path) -> str:
+    """Host and device time of the profiled call, its kernel launches and host syncs, read from the profile table."""
+    text = path.read_text()
+    host = re.search(r"Self CPU time total: ([\d.]+)ms", text)
+    device = re.search(r"Self CUDA time total: ([\d.]+)ms", text)
+    launches = re.search(r"^\s*cudaLaunchKernel\s.*?(\d+)\s*$", text, re.M)
+    syncs = re.search(r"^\s*aten::nonzero\s.*?(\d+)\s*$", text, re.M)
+    if not (host and device):
+        return ""
+    return (
+        f"Profile of one call ({text.splitlines()[0]}; `{path.name}` beside the JSON): "
+        f"{host.group(1)} ms of host time against {device.group(1)} ms of device time"
+        + (f", {launches.group(1)} kernel launches" if launches else "")
+        + (f", {syncs.group(1)} `nonzero` calls (each a host sync, from boolean-mask gathers)" if syncs else "")
+        + ": at this size the call is bound by the host, not the GPU."
+    )
 
 
 def main() -> None:
@@ -225,16 +248,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[20, 100, 500])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write the measurements here")
-    parser.add_argument("--profile", type=Path, help="write an operator profile of one N=100 call here")
+    parser.add_argument(
+        "--profile", type=Path, help="write an operator profile of one N=100 call here (with --report: read it)"
+    )
     parser.add_argument("--report", type=Path, help="write docs/benchmarks.md's section from this JSON")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these geometry:dtype:backend cells")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU to check the script")
     args = parser.parse_args()
     if args.report:
         results = json.loads(args.report.read_text())
-        write_section(
-            f"latency-{results['device'].lower().replace(' ', '-')}",
-            "## End-to-end latency on a GPU\n\n" + report(results),
-        )
+        body = "## End-to-end latency on a GPU\n\n" + report(results)
+        if args.profile and args.profile.exists():
+            body += "\n\n" + profile_summary(args.profile)
+        write_section(f"latency-{results['device'].lower().replace(' ', '-')}", body)
         return
     if args.smoke:
         args.n, args.repeats = [3, 6], 1

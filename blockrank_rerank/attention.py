@@ -185,12 +185,23 @@ def dense_attention(
     return (logits.softmax(dim=-1) @ v.float()).to(q.dtype)
 
 
+def autocast_operands(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Under autocast, every operand in the autocast dtype (RoPE's fp32 tables leave q and k wider than v);
+    unchanged otherwise. Kernels outside autocast's op lists need one dtype."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 def triton_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float
 ) -> torch.Tensor:
     """Fused block-sparse Triton kernel (`blockrank_rerank.kernels.block_attention`). Shapes: as `torch_attention`."""
     from .kernels.block_attention import block_attention
 
+    q, k, v = autocast_operands(q, k, v)
     if q.device not in plan.kernel_arguments:  # once per forward, not per layer
         plan.kernel_arguments[q.device] = plan.layout.kernel_arguments(q.device)
     row_start, context_end = plan.kernel_arguments[q.device]
@@ -209,6 +220,7 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Atte
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
+    q, k, v = autocast_operands(q, k, v)
     key = ("flex", q.device)
     if key not in plan.kernel_arguments:  # once per forward, not per layer
         row_start = plan.layout.row_start.to(q.device)
@@ -238,10 +250,18 @@ AUTO_ORDER = ("triton", "torch", "dense")  # what "auto" tries, fastest first
 _logged_choices: set[tuple[str, str]] = set()
 
 
-def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) -> Optional[str]:
-    """Why backend `name` cannot run on `device`, or None when it can. With `auto`, Triton counts only on CUDA."""
+def backend_unavailable(
+    name: str, device: torch.device, *, auto: bool = False, compute_dtype: Optional[torch.dtype] = None
+) -> Optional[str]:
+    """Why backend `name` cannot (or, for `auto`, should not) run on `device`, or None when it can.
+
+    With `auto`, Triton counts only on CUDA and only for 16-bit compute: in fp32 the kernel measured ~18x
+    slower than per-block SDPA on an H200 (docs/benchmarks.md, end-to-end latency).
+    """
     from .kernels import triton_available, triton_interpreting
 
+    if name == "triton" and auto and compute_dtype == torch.float32:
+        return "in float32 per-block SDPA is faster than the Triton kernel (docs/benchmarks.md)"
     if name == "triton":
         if not triton_available():
             return "the triton package is not installed (pip install 'blockrank-rerank[triton]')"
@@ -259,7 +279,7 @@ def backend_unavailable(name: str, device: torch.device, *, auto: bool = False) 
     return None
 
 
-def resolve_backend(name: str, device: torch.device | str) -> str:
+def resolve_backend(name: str, device: torch.device | str, compute_dtype: Optional[torch.dtype] = None) -> str:
     """The registered backend for `name`; "auto" takes the first usable one of AUTO_ORDER and logs its choice once.
 
     An explicitly named backend that cannot run on `device` raises: ImportError when triton is missing
@@ -269,7 +289,7 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     if name == "auto":
         skipped = []
         for candidate in AUTO_ORDER:
-            reason = backend_unavailable(candidate, device, auto=True)
+            reason = backend_unavailable(candidate, device, auto=True, compute_dtype=compute_dtype)
             if reason is None:
                 break
             skipped.append(f"{candidate}: {reason}")

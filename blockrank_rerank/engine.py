@@ -39,7 +39,9 @@ class Engine:
         self.num_layers = len(decoder_of(model).layers)
         self.scoring_layer = config.resolved_scoring_layer(self.num_layers)
         self.device = next(model.parameters()).device
-        self.backend = resolve_backend(config.attention_backend, self.device)
+        self.backend = resolve_backend(
+            config.attention_backend, self.device, config.autocast_dtype or next(model.parameters()).dtype
+        )
         self.shape = ModelShape.of(model)
         self.mode = SCORING_MODES[config.scoring_mode]
         self.readout = readout_of(config, self.scoring_layer, self.shape.heads, self.device)

@@ -288,6 +288,9 @@ def test_auto_backend_fallback_order(monkeypatch, caplog):
         assert resolve_backend("auto", torch.device("cuda")) == "triton"
         assert resolve_backend("auto", torch.device("cpu")) == "torch"  # interpreted Triton is never automatic
     assert sum("'triton'" in r.getMessage() for r in caplog.records) == 1, "the choice is logged once"
+    assert resolve_backend("auto", torch.device("cuda"), torch.bfloat16) == "triton"
+    assert resolve_backend("auto", torch.device("cuda"), torch.float32) == "torch"  # fp32: per-block SDPA is faster
+    assert resolve_backend("triton", torch.device("cuda"), torch.float32) == "triton"  # named explicitly: honoured
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # on CUDA too: interpreted kernels would be orders of magnitude slower
     monkeypatch.setattr(attention, "_logged_choices", set())
     with caplog.at_level(logging.INFO, logger="blockrank_rerank.attention"):
