@@ -2,7 +2,8 @@
 # Runs every evaluation behind docs/results.md, then `python bench/make_results.py` renders the report.
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
 # Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained
-#        icr_full icr_default slow_top100 subsets_top100 history (and, on demand: scifact_biencoder trained_partial icr_default_partial)
+#        icr_full icr_default slow_top100 subsets_top100 history (and, on demand: scifact_biencoder trained_partial
+#        icr_default_partial dev_choice fusion precision)
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -156,6 +157,24 @@ phase_history() {  # earlier settings kept for comparison: the base with the que
   evaluate dl19-trained-top100-blocks384 --dataset dl19 --depth 100 --model $T --max-block-tokens 384
   evaluate dl19-trained-top20-blocks384 --dataset dl19 --depth 20 --model $T --max-block-tokens 384
   evaluate scifact-trained-top20-q20-blocks384 --dataset scifact --depth 20 --queries 20 --model $T --max-block-tokens 384
+}
+
+phase_dev_choice() {  # issue 17: head selection and input_order_weight chosen on dev data only (dl21, scifact-dev)
+  "$BLOCKRANK" select-heads --no-progress --datasets dl21,scifact-dev --run-dir runs/heads-smollm2-top100 \
+    --max-minutes "${DEV_MINUTES:-40}"
+  cp runs/heads-smollm2-top100/selection.json docs/results/dev-selection-smollm2-top100.json
+}
+
+phase_fusion() {  # the default model fused with BM25's order at the weight chosen on dev (phase dev_choice)
+  local w
+  w=$(python3 -c "import json; print(json.load(open('docs/results/dev-selection-smollm2-top100.json'))['fusion']['input_order_weight'])")
+  evaluate dl19-trained-fused-top100 --dataset dl19 --depth 100 --input-order-weight "$w"
+  evaluate scifact-trained-fused-top100 --dataset scifact --depth 100 --input-order-weight "$w"
+}
+
+phase_precision() {  # issue 18's quality gate: bfloat16-mixed against the fp32 summaries of the same model
+  evaluate dl19-trained-bf16mixed-top100 --dataset dl19 --depth 100 --dtype bfloat16-mixed
+  evaluate scifact-trained-bf16mixed-top100 --dataset scifact --depth 100 --dtype bfloat16-mixed
 }
 
 phases=("$@")

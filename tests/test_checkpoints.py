@@ -235,9 +235,9 @@ def test_absent_accelerators_are_value_errors_at_config_and_load_time(monkeypatc
         load_model_and_tokenizer("embedded:smollm2-135m-instruct", torch.float32, "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert BlockRankConfig(device="cuda:1").device == "cuda:1"
+    assert BlockRankConfig(device="cuda:1", dtype="float32").device == "cuda:1"  # no real GPU to ask about bf16
     with pytest.raises(ValueError, match="has 2 cuda device"):
-        BlockRankConfig(device="cuda:3")
+        BlockRankConfig(device="cuda:3", dtype="float32")
 
 
 def test_a_checkpoint_cannot_force_an_absent_device(tmp_path):
