@@ -211,7 +211,9 @@ def triton_attention(
 _compiled_flex: dict[str, Callable] = {}  # device type -> flex_attention, compiled once per process on accelerators
 
 
-def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+def flex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float
+) -> torch.Tensor:
     """PyTorch FlexAttention with a BlockMask built from `attends` (fully masked tiles skipped).
 
     Compiled on accelerators (once per process; each new stream length compiles once more), eager on CPU.

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, NoReturn, Optional, Sequence, TextIO
 
 import torch
 
+from . import __version__
 from .config import ATTENTION_BACKENDS, DTYPES, BlockRankConfig
 from .modes import SCORING_MODES
 
@@ -533,7 +534,13 @@ def command_train(args: argparse.Namespace) -> int:
 def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, default_depth: int) -> None:
     from .evaluation import DATASETS
 
-    parser.add_argument("--dataset", choices=list(DATASETS), default=default_dataset)
+    parser.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default=default_dataset,
+        help=f"candidate run and judgments from the shared data (default {default_dataset}; dl19 and scifact report, "
+        "dl21 and scifact-dev are for choices)",
+    )
     parser.add_argument("--depth", type=int, default=default_depth, help="first-stage candidates reranked per query")
     parser.add_argument(
         "--queries", type=int, default=None, help="a fixed random subset of this many queries (default: all)"
@@ -548,15 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     rerank = commands.add_parser("rerank", help="rerank documents for one query, print ranked JSONL")
-    rerank.add_argument("--query", "-q", required=True)
+    rerank.add_argument("--query", "-q", required=True, help="the query text the documents are ranked for")
     rerank.add_argument("--input", "-i", default="-", help="JSONL or TSV file of documents, - for stdin (default)")
     rerank.add_argument(
         "--format", choices=["jsonl", "tsv"], default=None, help="default: from the file extension, else jsonl"
     )
-    rerank.add_argument("--top-k", type=int, default=None)
+    rerank.add_argument("--top-k", type=int, default=None, help="print only the best K documents (default: all)")
     rerank.add_argument("--with-text", action="store_true", help="include each document's text in the output")
     rerank.add_argument(
         "--max-documents",
@@ -571,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.set_defaults(handler=command_rerank)
 
     demo = commands.add_parser("demo", help="rerank DL19 BM25 candidates (or a built-in corpus) and print tables")
-    demo.add_argument("--model", default=None)
+    demo.add_argument("--model", default=None, help="model id, path or embedded:<name> (default: the shipped model)")
     demo.add_argument("--queries", type=int, default=3, help="DL19 queries to show")
     demo.add_argument("--depth", type=int, default=20, help="BM25 candidates per query")
     demo.add_argument("--shown", type=int, default=10, help="rows printed per query")

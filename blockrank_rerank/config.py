@@ -168,7 +168,7 @@ class BlockRankConfig:
     # "blockrank": block-sparse attention; "full": plain causal attention; "icr": zero-shot ICR (modes.py)
     scoring_mode: str = "blockrank"
     early_exit: bool = True  # stop after layer L* (False runs every layer and the LM head, for baselines)
-    # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "flex" (FlexAttention) | "dense" (explicit mask)
+    # "auto" | "triton" (fused kernel, CUDA) | "torch" (per-block SDPA) | "flex" (FlexAttention) | "dense" (a mask)
     attention_backend: str = "auto"
     # compute dtype: auto (resolved by `auto_dtype`) | float32 | bfloat16 | float16 | bfloat16-mixed (see DTYPES)
     dtype: str = "auto"

@@ -40,3 +40,18 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     docs.write_text('"x"\n')
     assert main(["rerank", "--query", " ", "--input", str(docs)]) == 2
     assert "query" in capsys.readouterr().err
+
+
+def test_version_and_help_on_every_option(capsys):
+    from blockrank_rerank import __version__
+    from blockrank_rerank.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"blockrank {__version__}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"blockrank {name} {action.option_strings[0]} has no help text"
