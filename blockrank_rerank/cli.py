@@ -287,6 +287,10 @@ def command_rerank(args: argparse.Namespace) -> int:
         documents = read_documents(lines, fmt, limit)
     candidates = check_documents(documents, limit)  # bad documents fail before the model loads
     del documents
+    if not candidates.contents:
+        source = "standard input" if args.input == "-" else repr(str(args.input))
+        print(f"blockrank: warning: no documents in {source}: nothing to rank", file=sys.stderr)
+        return 0
     ranker = BlockRank.from_pretrained(args.model, **config_overrides(args), max_documents=limit)
     result = ranker.rank_candidates(query, candidates, top_k)
     for item in result.to_dicts():

@@ -55,3 +55,17 @@ def test_version_and_help_on_every_option(capsys):
         for action in command._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"blockrank {name} {action.option_strings[0]} has no help text"
+
+
+def test_empty_input_says_so_and_loads_no_model(tmp_path, capsys, monkeypatch):
+    from blockrank_rerank import reranker
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("an empty input must not load the model")
+
+    monkeypatch.setattr(reranker.BlockRank, "from_pretrained", no_model)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["rerank", "-q", "anything", "-i", str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no documents in" in captured.err and "empty.jsonl" in captured.err
