@@ -1,0 +1,105 @@
+"""fp32 against bfloat16-mixed on this CPU, side by side in one process: latency, and how far the scores move.
+
+The default model on DL19's first query (BM25 candidates), N = 20 and 100; each call timed alternately per dtype
+so that machine noise hits both alike. Also a 2048^3 matmul in fp32 and bf16, the rates the forward can reach.
+The table names the CPU and the flags that decide bf16's speed (amx_bf16, avx512_bf16). Ranking quality of
+each dtype comes from the harness (bench/results_runs.sh phase `precision`), not from this script.
+Usage: python bench/cpu_precision.py [--n 20 100] [--repeats 3]   (writes the "cpu-precision" section)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_section  # noqa: E402
+
+from blockrank_rerank import BlockRank  # noqa: E402
+from blockrank_rerank.config import auto_dtype  # noqa: E402
+from blockrank_rerank.evaluation.data import load_trec_dl  # noqa: E402
+
+DTYPES = ("float32", "bfloat16-mixed")
+FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_description() -> str:
+    """CPU model name and which of the flags that matter here it has (Linux /proc/cpuinfo)."""
+    model, flags = "unknown CPU", set()
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    present = [f for f in FLAGS if f in flags]
+    return f"{model}; flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS)}"
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a size^3 matmul in `dtype` on this machine's threads."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    run = load_trec_dl("dl19")
+    qid = sorted(run.candidates)[0]
+    rankers = {dtype: BlockRank.from_pretrained(dtype=dtype) for dtype in DTYPES}
+    rows = []
+    for n in args.n:
+        layout = rankers["float32"].engine.layout(run.queries[qid], [c.text for c in run.candidates[qid][:n]])
+        times: dict[str, list[float]] = {dtype: [] for dtype in DTYPES}
+        scores = {}
+        for ranker in rankers.values():  # warm-up
+            ranker.engine.score_layout(layout)
+        for _ in range(args.repeats):
+            for dtype, ranker in rankers.items():
+                start = time.perf_counter()
+                scores[dtype] = ranker.engine.score_layout(layout)
+                times[dtype].append(time.perf_counter() - start)
+        exact, mixed = scores["float32"], scores["bfloat16-mixed"]
+        overlap = len(set(exact.topk(10).indices.tolist()) & set(mixed.topk(10).indices.tolist()))
+        fp32, bf16 = statistics.median(times["float32"]), statistics.median(times["bfloat16-mixed"])
+        rows.append(
+            f"| {n} | {layout.num_tokens} | {fp32:.2f} | {bf16:.2f} | {fp32 / bf16:.2f}x | "
+            f"{float((exact - mixed).abs().max()):.4f} | {overlap}/10 |"
+        )
+        print(rows[-1], flush=True)
+    fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    body = [
+        "## fp32 and bfloat16-mixed on this CPU",
+        "",
+        f"Measured by `bench/cpu_precision.py` on **{cpu_description()}**, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}. Default model, DL19's first query; median of {args.repeats} calls per dtype, "
+        'taken alternately. `dtype="auto"` resolves to '
+        f"`{auto_dtype(torch.device('cpu'))}` here. 2048^3 matmul: {fp32_rate:.0f} GFLOP/s fp32, "
+        f"{bf16_rate:.0f} GFLOP/s bf16 ({bf16_rate / fp32_rate:.1f}x).",
+        "",
+        "| N | tokens | fp32 s | bfloat16-mixed s | speed-up | max abs score difference | top-10 overlap |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    write_section("cpu-precision", "\n".join(body))
+    print("\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
