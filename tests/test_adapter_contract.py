@@ -15,6 +15,7 @@ import sys
 from typing import Any, Optional
 
 import pytest
+import torch
 
 from blockrank_rerank import BlockRank, BlockRankConfig
 from blockrank_rerank.evaluation.demo_corpus import DEMO_QUERIES
@@ -269,6 +270,18 @@ def test_adapter_resolves_scoring_mode_and_config_over_the_model_settings(driver
     expected = BlockRankConfig(**{**model_settings(None), "scoring_mode": "icr", "max_block_tokens": 128})
     assert adapter._config == expected
     assert driver.held(adapter) is None
+
+
+def test_adapter_device_reaches_the_config_and_conflicts_are_refused(driver, default_ranker):
+    adapter = build(driver, device="cpu")
+    assert adapter._config.device == "cpu" and driver.held(adapter) is None
+    with pytest.raises(ValueError, match="device"):
+        build(driver, device="cpu", config={"device": "meta"})
+    with pytest.raises(ValueError, match="not both"):
+        build(driver, device="cpu", ranker=default_ranker)
+    if not torch.cuda.is_available():  # an absent device fails at construction, not at the first query
+        with pytest.raises(ValueError, match="no cuda device"):
+            build(driver, device="cuda")
 
 
 def test_adapter_icr_mode_reaches_the_core(driver, default_ranker):

@@ -101,6 +101,7 @@ def test_serialised_form_is_pinned(default_ranker):
             "scoring_mode": "icr",
             "config": {"max_block_tokens": 128},
             "meta_fields_to_embed": ["title"],
+            "device": None,
         },
     }
     wrapped = BlockRankRanker(ranker=default_ranker).to_dict()["init_parameters"]
@@ -110,6 +111,11 @@ def test_serialised_form_is_pinned(default_ranker):
     assert BlockRankRanker.from_dict(component.to_dict())._config == BlockRankConfig(
         scoring_mode="icr", max_block_tokens=128
     )
+    from haystack.utils import ComponentDevice
+
+    on_cpu = BlockRankRanker(device=ComponentDevice.from_str("cpu"))  # Haystack's own device type is accepted
+    assert on_cpu.to_dict()["init_parameters"]["device"] == "cpu" and on_cpu._config.device == "cpu"
+    assert BlockRankRanker.from_dict(on_cpu.to_dict())._config.device == "cpu"
 
 
 def test_yaml_round_trip_gives_the_same_documents(default_ranker):

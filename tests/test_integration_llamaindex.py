@@ -89,3 +89,23 @@ def test_model_is_loaded_once_and_shared(default_ranker):
     lazy = BlockRankReranker(top_n=2)
     assert lazy._ranker is None  # nothing loads at construction
     assert lazy.ranker is default_ranker  # the property loads (here: finds) the shared ranker
+
+
+def test_keep_retrieval_score_keeps_the_incoming_score_in_a_copy(default_ranker):
+    from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
+
+    from blockrank_rerank.integrations.llamaindex import BlockRankReranker
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=0.5 - i / 10)
+        for i, t in enumerate(["Stocks fell on Monday.", "The Moon's gravity causes the tides.", "Chess openings."])
+    ]
+    kept = BlockRankReranker(ranker=default_ranker, top_n=3, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str="what causes tides"
+    )
+    plain = BlockRankReranker(ranker=default_ranker, top_n=3).postprocess_nodes(nodes, query_str="what causes tides")
+    assert [n.node.node_id for n in kept] == [n.node.node_id for n in plain]
+    incoming = {n.node.node_id: n.score for n in nodes}
+    assert all(n.node.metadata["retrieval_score"] == incoming[n.node.node_id] for n in kept)
+    assert all("retrieval_score" not in n.node.metadata for n in nodes + plain)  # the caller's nodes untouched
+    assert all("retrieval_score" not in n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in kept)

@@ -28,14 +28,22 @@ def missing_framework(package: str, extra: str) -> ImportError:
 
 
 def resolve_config(
-    model: Optional[str], scoring_mode: Optional[str], config: Optional[Mapping[str, Any]]
+    model: Optional[str],
+    scoring_mode: Optional[str],
+    config: Optional[Mapping[str, Any]],
+    device: Optional[str] = None,
 ) -> BlockRankConfig:
-    """The validated config for `model`: released-checkpoint settings, then `config` fields, then `scoring_mode`."""
+    """The validated config for `model`: released-checkpoint settings, then `config` fields, then `scoring_mode`
+    and `device` (the adapters' own arguments; a different `config["device"]` beside `device` is ambiguous)."""
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of BlockRankConfig fields, got {type(config).__name__}")
     fields = {**model_settings(model), **(config or {})}
     if scoring_mode is not None:
         fields["scoring_mode"] = scoring_mode
+    if device is not None:
+        if (config or {}).get("device", device) != device:
+            raise ValueError(f"device={device!r} but config['device']={config['device']!r}: pass one of them")
+        fields["device"] = device
     return BlockRankConfig(**fields)
 
 
@@ -59,11 +67,15 @@ def register(ranker: BlockRank) -> None:
 
 
 def check_ranker_arguments(
-    ranker: Optional[BlockRank], model: Optional[str], scoring_mode: Optional[str], config: Any
+    ranker: Optional[BlockRank],
+    model: Optional[str],
+    scoring_mode: Optional[str],
+    config: Any,
+    device: Optional[str] = None,
 ) -> None:
-    """A ready `ranker` already fixes model and config: passing both is ambiguous."""
-    if ranker is not None and (model is not None or scoring_mode is not None or config):
-        raise ValueError("pass either ranker= or model=/scoring_mode=/config=, not both")
+    """A ready `ranker` already fixes model, config and device: passing both is ambiguous."""
+    if ranker is not None and (model is not None or scoring_mode is not None or config or device is not None):
+        raise ValueError("pass either ranker= or model=/scoring_mode=/config=/device=, not both")
     if ranker is not None:
         register(ranker)
 

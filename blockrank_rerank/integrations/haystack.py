@@ -11,7 +11,7 @@ classes only from trusted modules, so load a serialised pipeline with
 
 import asyncio
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.inputs import check_top_k
@@ -21,6 +21,7 @@ from ._shared import check_ranker_arguments, config_fields, missing_framework, r
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
+    from haystack.utils import ComponentDevice
 except ImportError as error:
     raise missing_framework("haystack-ai", "haystack") from error
 
@@ -47,15 +48,19 @@ class BlockRankRanker:
         config: Optional[Dict[str, Any]] = None,
         meta_fields_to_embed: Optional[List[str]] = None,
         ranker: Optional[BlockRank] = None,
+        device: Optional[Union[str, "ComponentDevice"]] = None,
     ) -> None:
-        check_ranker_arguments(ranker, model, scoring_mode, config)
+        if device is not None and not isinstance(device, str):  # haystack.utils.ComponentDevice, as its rankers take
+            device = device.to_torch_str()
+        check_ranker_arguments(ranker, model, scoring_mode, config, device)
+        self.device = device
         self.top_k = check_top_k(top_k)
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.model = ranker.engine.name if ranker is not None else model
         self.scoring_mode = scoring_mode
         self.config = config_fields(ranker.config) if ranker is not None else dict(config or {})
         self._config: BlockRankConfig = (
-            ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+            ranker.config if ranker is not None else resolve_config(model, scoring_mode, config, device)
         )
         self._ranker = ranker
 
@@ -82,6 +87,7 @@ class BlockRankRanker:
             scoring_mode=self.scoring_mode,
             config=self.config,
             meta_fields_to_embed=self.meta_fields_to_embed,
+            device=self.device,
         )
 
     @classmethod

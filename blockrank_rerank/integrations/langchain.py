@@ -46,15 +46,17 @@ class BlockRankRerank(BaseDocumentCompressor):
     """BlockRankConfig.scoring_mode override (a name of `blockrank_rerank.modes.SCORING_MODES`)."""
     config: Dict[str, Any] = Field(default_factory=dict)
     """Other BlockRankConfig fields."""
+    device: Optional[str] = None
+    """Torch device ("cpu", "cuda", "cuda:1"); None: the config's, else auto (cuda, then mps, then cpu)."""
 
     _config: BlockRankConfig = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
-        check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config)
+        check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config, self.device)
         self._config = (
             self.ranker.config
             if self.ranker is not None
-            else resolve_config(self.model, self.scoring_mode, self.config)
+            else resolve_config(self.model, self.scoring_mode, self.config, self.device)
         )
 
     def _get_ranker(self) -> BlockRank:

@@ -44,6 +44,10 @@ class BlockRankReranker(BaseNodePostprocessor):
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Node metadata included in the scored text."
     )
+    device: Optional[str] = Field(default=None, description="Torch device; None: the config's, else auto.")
+    keep_retrieval_score: bool = Field(
+        default=False, description="Keep each node's incoming score in its metadata as 'retrieval_score'."
+    )
 
     _ranker: Optional[BlockRank] = PrivateAttr(default=None)
     _config: BlockRankConfig = PrivateAttr()
@@ -57,19 +61,24 @@ class BlockRankReranker(BaseNodePostprocessor):
         scoring_mode: Optional[str] = None,
         config: Optional[Dict[str, Any]] = None,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
+        device: Optional[str] = None,
+        keep_retrieval_score: bool = False,
         callback_manager: Optional[CallbackManager] = None,
     ) -> None:
-        check_ranker_arguments(ranker, model, scoring_mode, config)
+        check_ranker_arguments(ranker, model, scoring_mode, config, device)
+        resolved = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config, device)
         super().__init__(
             top_n=top_n,
             model=ranker.engine.name if ranker is not None else model,
             scoring_mode=scoring_mode,
             config=config_fields(ranker.config) if ranker is not None else dict(config or {}),
             metadata_mode=metadata_mode,
+            device=device,
+            keep_retrieval_score=keep_retrieval_score,
             callback_manager=callback_manager or CallbackManager(),
         )
         self._ranker = ranker
-        self._config = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config)
+        self._config = resolved
 
     @classmethod
     def class_name(cls) -> str:
@@ -101,10 +110,22 @@ class BlockRankReranker(BaseNodePostprocessor):
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             ranked = self.ranker.rerank(query_bundle.query_str, texts, top_k=self.top_n)
-            reranked = [NodeWithScore(node=nodes[d.index].node, score=float(d.score)) for d in ranked]
+            reranked = [NodeWithScore(node=self._output_node(nodes[d.index]), score=float(d.score)) for d in ranked]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
+
+    def _output_node(self, scored: NodeWithScore) -> Any:
+        """The node to return: the caller's own, or with `keep_retrieval_score` a copy whose metadata holds the
+        incoming score as "retrieval_score" (kept out of the text embedded or sent to the LLM)."""
+        if not self.keep_retrieval_score:
+            return scored.node
+        node = scored.node.model_copy(deep=True)
+        node.metadata["retrieval_score"] = scored.score
+        for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+            if "retrieval_score" not in excluded:
+                excluded.append("retrieval_score")
+        return node
 
 
 __all__ = ["BlockRankReranker"]
