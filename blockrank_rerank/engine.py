@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import warnings
 from typing import Any
 
 import torch
 
 from .attention import AttentionPlan, plan_attention, resolve_backend
+from .caller_warnings import warn_at_caller
 from .budget import MB, ExecutionPlan, ModelShape, plan_execution
 from .config import BlockRankConfig
 from .forward import PackedStream, Readout, decoder_of, run_readout
@@ -51,19 +51,17 @@ class Engine:
         """Tokenised, packed prompt for `query` over document `contents` (validated strings)."""
         prompt = tokenize_prompt(self.tokenizer, query, contents, self.config.max_block_tokens)
         if prompt.truncated_documents:
-            warnings.warn(
+            warn_at_caller(
                 f"{len(prompt.truncated_documents)} of {len(contents)} documents exceed max_block_tokens="
-                f"{self.config.max_block_tokens} and were truncated",
-                stacklevel=5,
+                f"{self.config.max_block_tokens} and were truncated"
             )
         offset = self.config.resolved_query_position_offset(len(prompt.prefix))
         last_document_position = len(prompt.prefix) + max((len(doc) for doc in prompt.documents), default=0)
         if offset < last_document_position and not self.mode.causal_positions:
-            warnings.warn(
+            warn_at_caller(
                 f"query_position_offset={offset} falls inside the documents' positions "
                 f"(up to {last_document_position - 1}); the query block then shares position ids with document "
-                "tokens. Use an offset >= prefix + max_block_tokens",
-                stacklevel=5,
+                "tokens. Use an offset >= prefix + max_block_tokens"
             )
         return build_layout(prompt, query_position_offset=offset, causal_positions=self.mode.causal_positions)
 

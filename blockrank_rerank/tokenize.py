@@ -7,10 +7,11 @@ for `max_block_tokens`, the query text itself is shortened (in both the prefix a
 from __future__ import annotations
 
 import logging
-import warnings
+
 from dataclasses import dataclass
 from typing import Any
 
+from .caller_warnings import warn_at_caller
 from .control_tokens import ControlTokenGuard, encode_plain
 from .inputs import clean_text
 from .prompt import build_segments
@@ -82,10 +83,9 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
     result = shortened(low)
     if not result:
         raise ValueError(f"could not fit any of the query into max_block_tokens={max_block_tokens}")
-    warnings.warn(
+    warn_at_caller(
         f"query of {len(query_ids)}{'+' if precut else ''} tokens cut to {low} tokens "
-        f"to fit max_block_tokens={max_block_tokens}",
-        stacklevel=3,
+        f"to fit max_block_tokens={max_block_tokens}"
     )
     return result
 

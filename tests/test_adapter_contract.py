@@ -284,6 +284,20 @@ def test_adapter_device_reaches_the_config_and_conflicts_are_refused(driver, def
             build(driver, device="cuda")
 
 
+def test_adapter_warnings_point_at_the_callers_line(driver, default_ranker):
+    """A truncation warning names the line that called the adapter, not a line of this library or the framework."""
+    import warnings
+
+    engine = default_ranker.engine
+    short_blocks = BlockRank(engine.model, engine.tokenizer, default_ranker.config.replace(max_block_tokens=128))
+    adapter = build(driver, ranker=short_blocks)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        driver.rerank(adapter, QUERY, driver.documents(["a very long passage about tides " * 40, "short"]))
+    truncation = [w for w in caught if "truncated" in str(w.message)]
+    assert len(truncation) == 1 and truncation[0].filename == __file__, [(w.filename, w.lineno) for w in caught]
+
+
 def test_adapter_icr_mode_reaches_the_core(driver, default_ranker):
     icr = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(scoring_mode="icr"))
     out = driver.ranked(driver.rerank(build(driver, 3, ranker=icr), QUERY, driver.documents(TEXTS)))
