@@ -60,3 +60,26 @@ def test_async_matches_sync_and_leaves_the_event_loop_free(default_ranker, base_
     out = results[0]
     assert [d.id for d in out] == sync_ids
     assert_event_loop_was_free(ticks, elapsed)
+
+
+def test_metadata_fields_join_the_scored_text_as_haystack_does(default_ranker):
+    from haystack import Document as HaystackDocument
+    from langchain_core.documents import Document
+
+    from blockrank_rerank.integrations.haystack import BlockRankRanker
+    from blockrank_rerank.integrations.langchain import BlockRankRerank
+
+    texts = ["It covers the gravity of the Moon.", "It covers stock markets.", "It covers chess openings."]
+    titles = ["Chess", "Ocean tides", "Finance"]
+    query = "what causes ocean tides"
+    chain = BlockRankRerank(ranker=default_ranker, top_n=3, metadata_fields_to_embed=["title"])
+    ranked = chain.compress_documents(
+        [Document(page_content=t, metadata={"title": h, "i": i}) for i, (t, h) in enumerate(zip(texts, titles))], query
+    )
+    haystack = BlockRankRanker(ranker=default_ranker, top_k=3, meta_fields_to_embed=["title"]).run(
+        query, [HaystackDocument(content=t, meta={"title": h, "i": i}) for i, (t, h) in enumerate(zip(texts, titles))]
+    )["documents"]
+    assert [d.metadata["i"] for d in ranked] == [d.meta["i"] for d in haystack]
+    assert [d.metadata["relevance_score"] for d in ranked] == pytest.approx([d.score for d in haystack], abs=1e-6)
+    core = default_ranker.score(query, [{"text": t, "title": h} for t, h in zip(texts, titles)])
+    assert sorted(core, reverse=True) == pytest.approx([d.metadata["relevance_score"] for d in ranked], abs=1e-6)

@@ -7,7 +7,7 @@
 Needs `pip install "blockrank-rerank[langchain]"` (langchain-core 1.x).
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.reranker import BlockRank
@@ -48,6 +48,9 @@ class BlockRankRerank(BaseDocumentCompressor):
     """Other BlockRankConfig fields."""
     device: Optional[str] = None
     """Torch device ("cpu", "cuda", "cuda:1"); None: the config's, else auto (cuda, then mps, then cpu)."""
+    metadata_fields_to_embed: List[str] = Field(default_factory=list)
+    """Metadata keys whose values join the scored text as its title (as Haystack's `meta_fields_to_embed`);
+    empty: `page_content` alone."""
 
     _config: BlockRankConfig = PrivateAttr()
 
@@ -64,13 +67,22 @@ class BlockRankRerank(BaseDocumentCompressor):
             self.ranker = shared_ranker(self.model, self._config)
         return self.ranker
 
+    def _content(self, document: Document) -> Any:
+        """What is scored: `page_content`, titled by the values of `metadata_fields_to_embed` when any is set."""
+        title = " ".join(
+            str(document.metadata[k])
+            for k in self.metadata_fields_to_embed
+            if document.metadata.get(k) not in (None, "")
+        )
+        return {"text": document.page_content, "title": title} if title else document.page_content
+
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
     ) -> Sequence[Document]:
         """Copies of `documents`, best first, cut to `top_n`, each with `metadata["relevance_score"]`."""
         if not documents:
             return []
-        ranked = self._get_ranker().rerank(query, [d.page_content for d in documents], top_k=self.top_n)
+        ranked = self._get_ranker().rerank(query, [self._content(d) for d in documents], top_k=self.top_n)
         return [
             documents[d.index].model_copy(
                 update={"metadata": {**documents[d.index].metadata, "relevance_score": float(d.score)}}
