@@ -10,6 +10,7 @@ Usage: python bench/cpu_precision.py [--n 20 100] [--repeats 3]   (writes the "c
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on the machine shows here (absolute times suffer, ratios less)
     run = load_trec_dl("dl19")
     qid = sorted(run.candidates)[0]
     rankers = {dtype: BlockRank.from_pretrained(dtype=dtype) for dtype in DTYPES}
@@ -91,7 +93,9 @@ def main() -> None:
         f"torch {torch.__version__}. Default model, DL19's first query; median of {args.repeats} calls per dtype, "
         'taken alternately. `dtype="auto"` resolves to '
         f"`{auto_dtype(torch.device('cpu'))}` here. 2048^3 matmul: {fp32_rate:.0f} GFLOP/s fp32, "
-        f"{bf16_rate:.0f} GFLOP/s bf16 ({bf16_rate / fp32_rate:.1f}x).",
+        f"{bf16_rate:.0f} GFLOP/s bf16 ({bf16_rate / fp32_rate:.1f}x). Load average before the run: "
+        f"{load_before:.1f} on {os.cpu_count()} cores (above ~0.5 another job shared the CPU: absolute times are "
+        "inflated, the side-by-side ratios much less).",
         "",
         "| N | tokens | fp32 s | bfloat16-mixed s | speed-up | max abs score difference | top-10 overlap |",
         "|---|---|---|---|---|---|---|",
