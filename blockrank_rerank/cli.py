@@ -101,6 +101,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="attention implementation (default auto: the fused Triton kernel on CUDA when usable, else torch)",
     )
     group.add_argument(
+        "--long-documents",
+        choices=["truncate", "split"],
+        default=None,
+        help="a document longer than a block: cut it (truncate, default) or continue it in more blocks (split)",
+    )
+    group.add_argument(
+        "--split-scores",
+        choices=["sum", "max"],
+        default=None,
+        help="a split document's score: the sum of its blocks' shares (default) or its best block's",
+    )
+    group.add_argument(
         "--input-order-weight",
         type=float,
         default=None,
@@ -141,6 +153,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "device",
         "memory_budget_mb",
         "input_order_weight",
+        "long_documents",
+        "split_scores",
     ]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 

@@ -23,6 +23,8 @@ DTYPES = {
 }
 AUTOCAST_DTYPES = {"bfloat16-mixed": torch.bfloat16}  # dtype name -> autocast compute dtype
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # device types a reranker can compute on
+LONG_DOCUMENTS = ("truncate", "split")
+SPLIT_SCORES = ("sum", "max")
 AUTO_DEVICE_ORDER = ("cuda", "mps", "cpu")  # what device="auto" takes, first available
 MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
 MAX_BLOCK_TOKENS = 2**24  # no model has a longer context; keeps every default position far below MAX_POSITION
@@ -190,6 +192,13 @@ class BlockRankConfig:
     # (scoring.fuse_with_input_order); for candidates given best-first by a first stage (BM25, a vector index).
     # 0: the model's scores alone (the default); 1: the input order unchanged
     input_order_weight: float = 0.0
+    # a document longer than max_block_tokens: "truncate" (cut at the block length) or "split" (continued in up
+    # to max_document_blocks consecutive blocks, each seeing the prefix and itself; cost stays linear)
+    long_documents: str = "truncate"
+    max_document_blocks: int = 8
+    # how a split document's block scores make its score: "sum" (its share of the attention, still summing to 1
+    # over the call) or "max" (its best block)
+    split_scores: str = "sum"
 
     def __post_init__(self) -> None:
         check_int("scoring_layer", self.scoring_layer, 0, MAX_POSITION, optional=True)
@@ -225,6 +234,11 @@ class BlockRankConfig:
         device = check_device(self.device)
         if self.dtype == "auto":
             object.__setattr__(self, "dtype", auto_dtype(device))
+        if self.long_documents not in LONG_DOCUMENTS:
+            raise ValueError(f"long_documents must be one of {LONG_DOCUMENTS}, got {self.long_documents!r}")
+        if self.split_scores not in SPLIT_SCORES:
+            raise ValueError(f"split_scores must be one of {SPLIT_SCORES}, got {self.split_scores!r}")
+        check_int("max_document_blocks", self.max_document_blocks, 1, 4096)
         weight = self.input_order_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise ValueError(f"input_order_weight must be a number in [0, 1], got {weight!r}")
@@ -235,6 +249,11 @@ class BlockRankConfig:
                 "with head_weights the deepest weighted layer is L* "
                 "(leave scoring_layer unset, or set head_weights=None)"
             )
+
+    @property
+    def blocks_per_document(self) -> int:
+        """Most blocks one document may take: 1 when long documents are truncated."""
+        return self.max_document_blocks if self.long_documents == "split" else 1
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -49,11 +49,17 @@ class Engine:
 
     def layout(self, query: str, contents: list[str]) -> BlockLayout:
         """Tokenised, packed prompt for `query` over document `contents` (validated strings)."""
-        prompt = tokenize_prompt(self.tokenizer, query, contents, self.config.max_block_tokens)
+        config = self.config
+        prompt = tokenize_prompt(self.tokenizer, query, contents, config.max_block_tokens, config.blocks_per_document)
         if prompt.truncated_documents:
+            limit = (
+                f"max_block_tokens={config.max_block_tokens}"
+                if config.blocks_per_document == 1
+                else f"max_document_blocks={config.max_document_blocks} blocks of {config.max_block_tokens} tokens"
+            )
             warn_at_caller(
-                f"{len(prompt.truncated_documents)} of {len(contents)} documents exceed max_block_tokens="
-                f"{self.config.max_block_tokens} and were truncated"
+                f"{len(prompt.truncated_documents)} of {len(contents)} documents exceed {limit} and were truncated"
+                + (" (long_documents='split' continues them in more blocks)" if config.blocks_per_document == 1 else "")
             )
         offset = self.config.resolved_query_position_offset(len(prompt.prefix))
         last_document_position = len(prompt.prefix) + max((len(doc) for doc in prompt.documents), default=0)
@@ -136,13 +142,31 @@ class Engine:
         if len(unique) <= 1:
             shares = torch.ones(len(unique))
         else:
-            shares = self.score_layout(self.layout(query, unique))
+            layout = self.layout(query, unique)
+            shares = document_of_blocks(
+                self.score_layout(layout), layout.document_of_block, len(unique), self.config.split_scores
+            )
         scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
-        if len(unique) < len(contents) and self.mode.scores_sum_to_one:
+        sums_to_one = self.mode.scores_sum_to_one and (
+            self.config.blocks_per_document == 1 or self.config.split_scores == "sum"
+        )
+        if len(unique) < len(contents) and sums_to_one:
             scores = scores / scores.sum()
         if self.config.input_order_weight > 0:
             scores = fuse_with_input_order(scores, self.config.input_order_weight)
         return scores.tolist()
+
+
+def document_of_blocks(block_scores: torch.Tensor, owners: tuple[int, ...], count: int, how: str) -> torch.Tensor:
+    """Scores (count,) of documents from the scores of their blocks (`owners`: document of each block; () when
+    each document is one block): the sum of a split document's block shares, or its best block's.
+    Shapes: (blocks,) -> (count,)."""
+    if not owners:
+        return block_scores
+    index = torch.tensor(owners, dtype=torch.long)
+    if how == "sum":
+        return torch.zeros(count, dtype=block_scores.dtype).index_add(0, index, block_scores)
+    return torch.full((count,), float("-inf"), dtype=block_scores.dtype).scatter_reduce(0, index, block_scores, "amax")
 
 
 def readout_of(config: BlockRankConfig, scoring_layer: int, heads: int, device: torch.device) -> Readout:

@@ -31,6 +31,7 @@ class BlockLayout:
     context_end: torch.Tensor  # (T,) long: end of each token's shared context (see `attends`)
     completion_length: int = 0  # trailing answer tokens inside the query block (training only)
     reader_starts: tuple[int, ...] = ()  # starts of extra final blocks that replace the query block (ICR calibration)
+    document_of_block: tuple[int, ...] = ()  # input document of each document block when long ones are split
 
     @property
     def num_tokens(self) -> int:
@@ -192,4 +193,5 @@ def build_layout(
         query_start=query_start,
         causal_positions=causal_positions,
         completion_length=len(completion),
+        document_of_block=prompt.document_of_block,
     )

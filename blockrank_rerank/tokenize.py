@@ -30,7 +30,9 @@ class TokenizedPrompt:
     documents: list[list[int]]  # blocks 1..N, each at most max_block_tokens long
     query_block: list[int]  # block N+1, ending with the signal tokens
     query: str  # the query text actually used (shortened when it did not fit)
-    truncated_documents: tuple[int, ...]  # indices of documents cut to max_block_tokens
+    truncated_documents: tuple[int, ...]  # indices of documents cut to max_block_tokens (or to their block cap)
+    # input document of each block when long documents are split into several blocks; () when one block each
+    document_of_block: tuple[int, ...] = ()
 
     @property
     def num_documents(self) -> int:
@@ -90,22 +92,39 @@ def fit_query(tokenizer: Any, query: str, max_block_tokens: int) -> str:
     return result
 
 
-def tokenize_prompt(tokenizer: Any, query: str, contents: list[str], max_block_tokens: int) -> TokenizedPrompt:
+def tokenize_prompt(
+    tokenizer: Any, query: str, contents: list[str], max_block_tokens: int, max_blocks_per_document: int = 1
+) -> TokenizedPrompt:
     """Render and tokenise the prompt of `query` over document `contents` block by block (text cleaned as in
-    `inputs`)."""
+    `inputs`).
+
+    A document longer than `max_block_tokens` is cut there, or, with `max_blocks_per_document` > 1, continues in
+    up to that many consecutive blocks of the same prompt (each sees the prefix and itself; `document_of_block`
+    maps blocks back to documents) and is cut only after the last.
+    """
     query = fit_query(tokenizer, clean_text(query, "the query"), max_block_tokens)
-    contents = [
-        clean_text(c, f"document {k}")[: max_block_tokens * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)
-    ]
+    limit = max_block_tokens * max_blocks_per_document
+    contents = [clean_text(c, f"document {k}")[: limit * MAX_CHARS_PER_TOKEN] for k, c in enumerate(contents)]
     encoded = encode_prompt(tokenizer, query, contents)
     prefix, documents, body, opening = encoded[0], encoded[1:-2], encoded[-2], encoded[-1]
-    truncated = tuple(k for k, ids in enumerate(documents) if len(ids) > max_block_tokens)
+    truncated = tuple(k for k, ids in enumerate(documents) if len(ids) > limit)
     if truncated:
-        logger.info("%d of %d documents truncated to %d tokens", len(truncated), len(documents), max_block_tokens)
+        logger.info("%d of %d documents truncated to %d tokens", len(truncated), len(documents), limit)
+    if max_blocks_per_document == 1:
+        blocks, owners = [ids[:max_block_tokens] for ids in documents], ()
+    else:
+        blocks, owner_list = [], []
+        for k, ids in enumerate(documents):
+            kept = ids[:limit]
+            for start in range(0, len(kept), max_block_tokens):
+                blocks.append(kept[start : start + max_block_tokens])
+                owner_list.append(k)
+        owners = tuple(owner_list)
     return TokenizedPrompt(
         prefix=prefix,
-        documents=[ids[:max_block_tokens] for ids in documents],
+        documents=blocks,
         query_block=body + opening,
         query=query,
         truncated_documents=truncated,
+        document_of_block=owners,
     )
