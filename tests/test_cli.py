@@ -69,3 +69,17 @@ def test_empty_input_says_so_and_loads_no_model(tmp_path, capsys, monkeypatch):
     assert main(["rerank", "-q", "anything", "-i", str(empty)]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "no documents in" in captured.err and "empty.jsonl" in captured.err
+
+
+def test_demo_without_data_names_the_path_it_looked_at_and_honours_queries(
+    tmp_path, capsys, monkeypatch, default_ranker
+):
+    from blockrank_rerank.evaluation import demo
+
+    monkeypatch.setattr(demo.BlockRank, "from_pretrained", classmethod(lambda cls, model=None: default_ranker))
+    monkeypatch.setenv("BLOCKRANK_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--queries", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "no DL19 data at nowhere;" in out  # relative to the working directory
+    assert out.count("Query:") == 1

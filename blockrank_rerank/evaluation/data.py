@@ -68,12 +68,12 @@ def _open(path: Path):
 
 
 def read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """TREC qrels (`qid iteration docid grade`, gzip or plain) as {qid: {docid: grade}}, read by ir-measures."""
+    import ir_measures
+
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with _open(path) as f:
-        for line in f:
-            if line.strip():
-                qid, _, docid, grade = line.split()
-                qrels[qid][docid] = int(grade)
+    for qrel in ir_measures.read_trec_qrels(str(path)):
+        qrels[qrel.query_id][qrel.doc_id] = qrel.relevance
     return dict(qrels)
 
 
@@ -109,11 +109,14 @@ def load_beir(name: str = "scifact", split: str = "test", root: Optional[Path] =
             qrels[row["query-id"]][row["corpus-id"]] = int(row["score"])
     ranked: dict[str, list[tuple[int, Candidate]]] = defaultdict(list)
     shipped = folder / f"bm25-top100.{split}.trec.gz"
-    if shipped.exists():
-        with _open(shipped) as f:
-            for line in f:
-                qid, _, docid, rank, score, _ = line.split()
-                ranked[qid].append((int(rank), Candidate(docid, corpus[docid], float(score))))
+    if shipped.exists():  # read by ir-measures, which keeps scores, not ranks: best first, file order among ties
+        import ir_measures
+
+        for position, hit in enumerate(ir_measures.read_trec_run(str(shipped))):
+            ranked[hit.query_id].append((position, Candidate(hit.doc_id, corpus[hit.doc_id], hit.score)))
+        for hits in ranked.values():
+            hits.sort(key=lambda pc: (-pc[1].first_stage_score, pc[0]))
+            hits[:] = [(rank, candidate) for rank, (_, candidate) in enumerate(hits, start=1)]
     else:  # no shipped run for this split: the same BM25 built here (bm25.py reproduces the shipped test run)
         from .bm25 import bm25_rankings
 

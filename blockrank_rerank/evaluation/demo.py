@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 import time
+from pathlib import Path
 from typing import Optional
 
 from ..reranker import BlockRank
@@ -50,8 +52,9 @@ def demo_dl19(ranker: BlockRank, num_queries: int, depth: int, shown: int) -> No
     )
 
 
-def demo_builtin(ranker: BlockRank) -> None:
-    for item in DEMO_QUERIES:
+def demo_builtin(ranker: BlockRank, num_queries: Optional[int] = None) -> None:
+    """Rerank the built-in corpus's queries (the first `num_queries` of them; None: all)."""
+    for item in DEMO_QUERIES[:num_queries]:
         result = ranker.rerank(item["query"], item["documents"])
         rows = [(d.rank, f"{d.score:.3f}", "yes" if d.index in item["relevant"] else "-", d.text) for d in result]
         print(_table(f"\nQuery: {item['query']}", rows, ("rank", "score", "relevant", "passage")))
@@ -69,5 +72,15 @@ def run_demo(
         demo_dl19(ranker, num_queries, depth, shown)
     else:
         if not builtin:
-            print(f"(no data at {data_dir()}; set BLOCKRANK_DATA_DIR for the DL19 demo; using the built-in corpus)")
-        demo_builtin(ranker)
+            print(
+                f"(no DL19 data at {shown_path(data_dir())}; set BLOCKRANK_DATA_DIR for the DL19 demo; "
+                "using the built-in corpus)"
+            )
+        demo_builtin(ranker, num_queries)
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it or beside it (../shared/data), else absolute."""
+    absolute = path.resolve()
+    relative = os.path.relpath(absolute, Path.cwd())
+    return relative if not relative.startswith(os.path.join("..", "..")) else str(absolute)
