@@ -5,11 +5,13 @@ so that machine noise hits both alike. Also a 2048^3 matmul in fp32 and bf16, th
 The table names the CPU and the flags that decide bf16's speed (amx_bf16, avx512_bf16). Ranking quality of
 each dtype comes from the harness (bench/results_runs.sh phase `precision`), not from this script.
 Usage: python bench/cpu_precision.py [--n 20 100] [--repeats 3]   (writes the "cpu-precision" section)
+       python bench/cpu_precision.py --gate   (the "precision-gate" section from the harness summaries)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -56,11 +58,52 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
+GATE = 0.005  # issue 18: the default dtype's nDCG@10 within this of fp32's, on DL19 and SciFact test top-100
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def gate_section() -> str:
+    """nDCG@10 of bfloat16-mixed beside fp32 from the committed harness summaries (results_runs.sh `precision`)."""
+    rows = []
+    for dataset in ("dl19", "scifact"):
+        exact_path = RESULTS / f"{dataset}-trained-top100.json"
+        mixed_path = RESULTS / f"{dataset}-trained-bf16mixed-top100.json"
+        exact = json.loads(exact_path.read_text())["metrics"]["nDCG@10"]
+        if not mixed_path.exists():
+            rows.append(f"| {dataset} | 100 | {exact:.4f} | not measured yet | | |")
+            continue
+        summary = json.loads(mixed_path.read_text())
+        mixed = summary["metrics"]["nDCG@10"]
+        verdict = "within" if abs(mixed - exact) <= GATE else "outside"
+        rows.append(
+            f"| {dataset} | 100 | {exact:.4f} | {mixed:.4f} ({summary['num_queries']} queries) | "
+            f"{mixed - exact:+.4f} | {verdict} |"
+        )
+    return "\n".join(
+        [
+            "## Ranking quality of bfloat16-mixed against fp32 (the dtype gate)",
+            "",
+            "From the harness summaries in docs/results/ (`blockrank eval --dtype bfloat16-mixed`, phase `precision` "
+            "of bench/results_runs.sh), written by `python bench/cpu_precision.py --gate`. Default model, BM25 "
+            f"top-100, nDCG@10; the gate is {GATE} either way.",
+            "",
+            "| dataset | depth | float32 | bfloat16-mixed | difference | gate |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gate", action="store_true", help="only write the quality-gate section from summaries")
     args = parser.parse_args()
+    if args.gate:
+        write_section("precision-gate", gate_section())
+        print(gate_section())
+        return
     load_before = os.getloadavg()[0]  # other work on the machine shows here (absolute times suffer, ratios less)
     run = load_trec_dl("dl19")
     qid = sorted(run.candidates)[0]
