@@ -298,6 +298,22 @@ def test_adapter_warnings_point_at_the_callers_line(driver, default_ranker):
     assert len(truncation) == 1 and truncation[0].filename == __file__, [(w.filename, w.lineno) for w in caught]
 
 
+def test_adapter_with_a_model_that_cannot_load_fails_before_the_first_query(driver, monkeypatch):
+    """LangChain and LlamaIndex refuse at construction; Haystack, whose pipelines are built before they run, at
+    warm_up. Both with one clear message."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def prepare(model: str) -> None:  # construction, plus warm_up where the framework has one
+        adapter = build(driver, model=model)
+        if driver.name == "haystack":
+            adapter.warm_up()
+
+    with pytest.raises(OSError, match="neither a local directory nor in the Hugging Face cache"):
+        prepare("no-such-org/no-such-model")
+    with pytest.raises(ValueError, match="unknown embedded model"):
+        prepare("embedded:nothing")
+
+
 def test_adapter_icr_mode_reaches_the_core(driver, default_ranker):
     icr = BlockRank(default_ranker.engine.model, default_ranker.engine.tokenizer, BlockRankConfig(scoring_mode="icr"))
     out = driver.ranked(driver.rerank(build(driver, 3, ranker=icr), QUERY, driver.documents(TEXTS)))

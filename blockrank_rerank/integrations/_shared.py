@@ -13,7 +13,7 @@ import weakref
 from typing import Any, Mapping, Optional
 
 from blockrank_rerank.config import BlockRankConfig
-from blockrank_rerank.loading import EMBEDDED_DEFAULT, model_settings
+from blockrank_rerank.loading import EMBEDDED_DEFAULT, model_settings, require_available
 from blockrank_rerank.reranker import BlockRank
 
 _rankers: "weakref.WeakValueDictionary[tuple[str, BlockRankConfig], BlockRank]" = weakref.WeakValueDictionary()
@@ -45,6 +45,13 @@ def resolve_config(
             raise ValueError(f"device={device!r} but config['device']={config['device']!r}: pass one of them")
         fields["device"] = device
     return BlockRankConfig(**fields)
+
+
+def check_model_available(model: Optional[str]) -> None:
+    """Fail at an adapter's construction, not at its first query, on a model that cannot load here (an unknown
+    embedded name; with the hub offline, a name neither local nor cached). Online hub ids are checked at load."""
+    if model is not None:
+        require_available(str(model), "model=")
 
 
 def shared_ranker(model: Optional[str], config: BlockRankConfig) -> BlockRank:

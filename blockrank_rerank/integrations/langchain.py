@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.reranker import BlockRank
 
-from ._shared import check_ranker_arguments, missing_framework, resolve_config, shared_ranker
+from ._shared import check_model_available, check_ranker_arguments, missing_framework, resolve_config, shared_ranker
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -56,6 +56,7 @@ class BlockRankRerank(BaseDocumentCompressor):
 
     def model_post_init(self, context: Any) -> None:
         check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config, self.device)
+        check_model_available(self.model if self.ranker is None else None)
         self._config = (
             self.ranker.config
             if self.ranker is not None

@@ -12,7 +12,14 @@ from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.loading import EMBEDDED_DEFAULT
 from blockrank_rerank.reranker import BlockRank
 
-from ._shared import check_ranker_arguments, config_fields, missing_framework, resolve_config, shared_ranker
+from ._shared import (
+    check_model_available,
+    check_ranker_arguments,
+    config_fields,
+    missing_framework,
+    resolve_config,
+    shared_ranker,
+)
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -66,6 +73,7 @@ class BlockRankReranker(BaseNodePostprocessor):
         callback_manager: Optional[CallbackManager] = None,
     ) -> None:
         check_ranker_arguments(ranker, model, scoring_mode, config, device)
+        check_model_available(model)
         resolved = ranker.config if ranker is not None else resolve_config(model, scoring_mode, config, device)
         super().__init__(
             top_n=top_n,
