@@ -34,40 +34,24 @@ from blockrank_rerank.layout import BlockLayout, build_layout  # noqa: E402
 from blockrank_rerank.tokenize import TokenizedPrompt  # noqa: E402
 
 PREFIX_TOKENS, DOCUMENT_TOKENS, QUERY_TOKENS = 60, 100, 40
+GEOMETRY_FIELDS = (
+    "family",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "rope_theta",
+    "scoring_layer",
+)
 GEOMETRIES: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(
-        family="llama",
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        rope_theta=100000.0,
-        scoring_layer=19,
-    ),
-    "mistral-7b": dict(
-        family="mistral",
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=32768,
-        rope_theta=1000000.0,
-        scoring_layer=20,
-    ),
-    "tiny": dict(  # --smoke only
-        family="llama",
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=256,
-        rope_theta=10000.0,
-        scoring_layer=2,
-    ),
+    name: dict(zip(GEOMETRY_FIELDS, row))
+    for name, row in {
+        "smollm2-135m": ("llama", 576, 1536, 30, 9, 3, 49152, 100000.0, 19),
+        "mistral-7b": ("mistral", 4096, 14336, 32, 32, 8, 32768, 1000000.0, 20),
+        "tiny": ("llama", 64, 128, 4, 4, 2, 256, 10000.0, 2),  # --smoke only
+    }.items()
 }
 
 
