@@ -19,6 +19,9 @@ class RankedDocument:
     text: str  # the content that was scored (title + text)
     id: Optional[Any] = None  # the caller's id, when the input was a mapping with "id"
     metadata: Mapping[str, Any] = field(default_factory=dict)  # the caller's other fields
+    # calibrated per-document relevance in [0, 1] that barely depends on the other candidates, so it can be
+    # thresholded (None for methods without one); `score` stays the share
+    relevance_score: Optional[float] = None
 
 
 @dataclass(frozen=True)
