@@ -325,6 +325,19 @@ def command_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    from .serve.options import SERVE_MODULES, settings_from_args
+
+    settings = settings_from_args(args)
+    try:
+        from .serve.server import run_server
+    except ImportError as error:
+        if (error.name or "").split(".")[0] not in SERVE_MODULES:
+            raise
+        raise ImportError(f"blockrank serve needs {error.name}: pip install blockrank-rerank[serve]") from None
+    return run_server(settings, args.model, config_overrides(args), verbose=args.verbose)
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from .evaluation.demo import run_demo
 
@@ -579,6 +592,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import METHODS
+    from .serve.options import add_serve_arguments
 
     parser = Parser(prog="blockrank", description="BlockRank reranking with causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -610,6 +624,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--force", action="store_true", help="download again even when the file is cached")
     download.set_defaults(handler=command_download)
+
+    serve = commands.add_parser(
+        "serve", help="serve reranking over HTTP: Cohere /v1/rerank, /v2/rerank and TEI /rerank (docs/serving.md)"
+    )
+    add_serve_arguments(serve)
+    add_model_arguments(serve)
+    serve.set_defaults(handler=command_serve)
 
     demo = commands.add_parser("demo", help="rerank DL19 BM25 candidates (or a built-in corpus) and print tables")
     demo.add_argument("--model", default=None, help="model id, path or embedded:<name> (default: the shipped model)")
