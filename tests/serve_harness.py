@@ -25,7 +25,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(ranker: Any, settings: Optional[ServeSettings] = None, **app_options: Any) -> Iterator[RunningServer]:
+def running_server(
+    ranker: Any, settings: Optional[ServeSettings] = None, **app_options: Any
+) -> Iterator[RunningServer]:
     """Serve `create_app(ranker, settings)` on 127.0.0.1 (any free port) until the block ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
