@@ -571,6 +571,12 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_batch_rerank(args: argparse.Namespace) -> int:
+    from .batch.command import run_command
+
+    return run_command(args, config_overrides(args))
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, default_depth: int) -> None:
     from .evaluation import DATASETS
 
@@ -591,7 +597,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_dataset: str, de
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluation import METHODS
+    from .evaluation import DATASETS, METHODS
     from .serve.options import add_serve_arguments
 
     parser = Parser(prog="blockrank", description="BlockRank reranking with causal LMs.")
@@ -699,6 +705,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(training)
     training.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     training.set_defaults(handler=command_train)
+
+    batch = commands.add_parser(
+        "batch-rerank", help="rerank many queries' candidates into resumable shards, results.jsonl and run.trec"
+    )
+    source = batch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help='JSONL, one {"qid", "query", "candidates": [{"id", "text"}]} a line')
+    source.add_argument("--dataset", choices=list(DATASETS), help="a shared candidate run instead (as for eval)")
+    batch.add_argument("--depth", type=int, default=100, help="with --dataset: candidates per query (default 100)")
+    batch.add_argument("--queries", type=int, default=None, help="with --dataset: the first N qids (default: all)")
+    batch.add_argument("--output", required=True, help="output directory (rerun the same command to resume)")
+    batch.add_argument("--engine", choices=["local", "ray"], default="local", help="in-process, or Ray Data actors")
+    batch.add_argument("--workers", type=int, default=1, help="ray: model actors, each loads the model once")
+    batch.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs (torch threads) per actor")
+    batch.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="ray: GPUs per actor (default 0)")
+    batch.add_argument("--ray-address", default=None, help="ray: cluster address (default: start a local Ray)")
+    batch.add_argument("--shard-size", type=int, default=16, help="queries per shard, the unit written and resumed")
+    batch.add_argument("--top-k", type=int, default=None, help="keep the best K per query (default: all)")
+    batch.add_argument("--max-shards", type=int, default=None, help="stop after N new shards (rerun to continue)")
+    batch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(batch)
+    batch.set_defaults(handler=command_batch_rerank)
     return parser
 
 
