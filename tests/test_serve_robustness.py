@@ -86,20 +86,25 @@ def test_burst_above_the_queue_limit_gets_503_and_the_server_keeps_working(tiny)
 
 def test_client_disconnects_mid_request_and_the_server_keeps_working(tiny):
     gate = Gate(tiny)
-    with running_server(tiny, ServeSettings(), runner=gate) as server:
+    with running_server(tiny, ServeSettings(), runner=gate) as server, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(post, server.url)
+        assert gate.entered.wait(30)  # the worker holds the first request
         with pytest.raises(httpx.ReadTimeout):
-            post(server.url, timeout=0.5)  # waits on the busy worker, gives up and closes its connection
+            post(server.url, timeout=0.5)  # queued behind it, gives up and closes its connection
         host, port = server.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as raw:  # a body cut short by a vanished client
             raw.sendall(
                 b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
                 b'{"query": "ti'
             )
+        time.sleep(0.3)
         gate.release()
+        assert busy.result().status_code == 200
         response = post(server.url)
         assert response.status_code == 200 and len(response.json()["results"]) == 3
+        assert gate.batches == 2  # the abandoned request's work was dropped, not run
         metrics = httpx.get(server.url + "/metrics").text
-        assert 'status="500"' not in metrics
+        assert 'blockrank_errors_total{status="499"} 1.0' in metrics and 'status="500"' not in metrics
 
 
 def test_request_timeout_gives_504_and_skips_the_abandoned_work(tiny):

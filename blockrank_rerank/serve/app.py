@@ -48,7 +48,8 @@ from .settings import ServeSettings
 logger = logging.getLogger(__name__)
 ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/metrics", "/info")
 ERROR_TYPES = {400: "validation", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 422: "validation", 503: "overloaded", 504: "timeout"}  # fmt: skip
+               413: "payload_too_large", 422: "validation", 499: "client_closed", 503: "overloaded",
+               504: "timeout"}  # fmt: skip
 
 
 def error_response(status: int, message: str, field: Optional[str] = None, headers: Optional[dict] = None) -> Response:
@@ -186,22 +187,39 @@ class Service:
         cut = sum(1 for before, after in zip(contents, fitted) if before != after)
         return query, fitted, query_tokens + sum(counts), cut
 
-    async def rank(self, query: str, contents: list[str]) -> RankedList:
-        """Queue one request and wait for its RankedList, at most `request_timeout_s`."""
+    async def rank(self, query: str, contents: list[str], request: Request) -> RankedList:
+        """Queue one request and wait for its RankedList, at most `request_timeout_s`; a client that disconnects
+        meanwhile has its queued work dropped (499)."""
         try:
             future = self.batcher.submit(query, contents)
         except QueueFullError as error:
             raise InputError(503, f"server busy: {error}; retry later", None) from None
         except ShuttingDownError as error:
             raise InputError(503, str(error), None) from None
+        watcher = asyncio.ensure_future(wait_for_disconnect(request))
         try:
-            result = await asyncio.wait_for(future, self.settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise InputError(504, f"no answer within {self.settings.request_timeout_s} s", None) from None
+            done, _ = await asyncio.wait(
+                {future, watcher}, timeout=self.settings.request_timeout_s, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            watcher.cancel()
+        if future not in done:
+            future.cancel()  # the batcher skips it unless its batch already runs
+            if watcher in done:
+                raise InputError(499, "the client closed the connection before the answer", None)
+            raise InputError(504, f"no answer within {self.settings.request_timeout_s} s", None)
+        try:
+            result = future.result()
         except (TypeError, ValueError) as error:
             raise InputError(422, str(error), None) from None
         self.metrics.documents.inc(len(contents))
         return result
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client has gone away (the request body is already read, so only a disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def cohere_texts(request: CohereRerankRequest, version: int) -> list[str]:
@@ -267,7 +285,7 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
         logger.exception("unexpected error on %s", request.url.path)
         return error_response(500, "internal server error (logged on the server)")
 
-    async def cohere(request: CohereRerankRequest, version: int) -> CohereRerankResponse:
+    async def cohere(request: CohereRerankRequest, version: int, http_request: Request) -> CohereRerankResponse:
         limit = service.limits.per_document
         if request.max_tokens_per_doc is not None:
             limit = min(limit, request.max_tokens_per_doc)
@@ -276,7 +294,7 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
             service.prepare, request.query, texts, "documents", limit, True, False, "Right"
         )
         service.metrics.tokens.inc(tokens)
-        ranked = await service.rank(query, contents)
+        ranked = await service.rank(query, contents, http_request)
         shown = ranked[: request.top_n] if request.top_n is not None else ranked.documents
         echo = bool(request.return_documents)
         results = [
@@ -297,17 +315,17 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
         return CohereRerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
     @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-    async def rerank_v1(request: CohereRerankRequest) -> CohereRerankResponse:
+    async def rerank_v1(request: CohereRerankRequest, http_request: Request) -> CohereRerankResponse:
         """Cohere's v1 rerank: documents as strings or objects, `rank_fields`, `return_documents`."""
-        return await cohere(request, 1)
+        return await cohere(request, 1, http_request)
 
     @app.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-    async def rerank_v2(request: CohereRerankRequest) -> CohereRerankResponse:
+    async def rerank_v2(request: CohereRerankRequest, http_request: Request) -> CohereRerankResponse:
         """Cohere's v2 rerank: documents as strings, `top_n`, `max_tokens_per_doc`."""
-        return await cohere(request, 2)
+        return await cohere(request, 2, http_request)
 
     @app.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True)
-    async def rerank_tei(request: TeiRerankRequest) -> list[TeiRank]:
+    async def rerank_tei(request: TeiRerankRequest, http_request: Request) -> list[TeiRank]:
         """text-embeddings-inference's rerank: every text, best first; `raw_scores` gives the attention shares."""
         cut = bool(request.truncate) or settings.auto_truncate
         limit = service.limits.per_document
@@ -315,7 +333,7 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
             service.prepare, request.query, request.texts, "texts", limit, cut, cut, request.truncation_direction
         )
         service.metrics.tokens.inc(tokens)
-        ranked = await service.rank(query, contents)
+        ranked = await service.rank(query, contents, http_request)
         return [
             TeiRank(
                 index=doc.index,
