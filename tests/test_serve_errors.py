@@ -154,6 +154,16 @@ def test_token_limits_truncate_or_refuse_as_asked(client, tiny):
     assert client.post("/rerank", json={"query": long_query, "texts": DOCS, "truncate": True}).status_code == 200
 
 
+def test_v1_rank_fields_documents_need_no_text(client, tiny):
+    documents = [{"title": "Moon and tides", "n": 5}, {"title": "Chess", "text": 7}]
+    body = {"query": "tides", "documents": documents, "rank_fields": ["title"], "return_documents": True}
+    results = client.post("/v1/rerank", json=body).json()["results"]
+    by_index = {r["index"]: r for r in results}
+    assert by_index[0]["document"] == {"title": "Moon and tides", "n": 5, "text": ""}
+    ranked = tiny.rerank("tides", ["title: Moon and tides", "title: Chess"])
+    assert [r["index"] for r in results] == [d.index for d in ranked]
+
+
 def test_cors_is_off_by_default_and_on_when_asked(server, tiny):
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
     response = httpx.options(server.url + "/v2/rerank", headers=preflight)

@@ -46,7 +46,7 @@ from .schemas import (
 from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
-ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/metrics", "/info")
+ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/metrics", "/info", "/openapi.json")
 ERROR_TYPES = {400: "validation", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 422: "validation", 499: "client_closed", 503: "overloaded",
                504: "timeout"}  # fmt: skip
@@ -253,7 +253,8 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
         finally:
             await service.batcher.stop()  # uvicorn has let in-flight requests finish; the queue is drained
 
-    app = FastAPI(title="blockrank serve", version=__version__, lifespan=lifespan)
+    # /openapi.json describes the routes; the HTML docs pages (which load scripts from a CDN) are off
+    app = FastAPI(title="blockrank serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
     @app.exception_handler(InputError)
@@ -402,6 +403,6 @@ def echo_document(document: Union[str, dict[str, Any]], version: int) -> CohereD
     """The document a result echoes: v1 every field the caller sent, v2 its text."""
     if isinstance(document, str):
         return CohereDocument(text=document)
-    if version == 1:
-        return CohereDocument(**{"text": "", **document})
-    return CohereDocument(text=str(document.get("text", "")))
+    text = document.get("text")
+    text = text if isinstance(text, str) else ""  # rank_fields documents need no "text"
+    return CohereDocument(**{**document, "text": text}) if version == 1 else CohereDocument(text=text)
