@@ -12,7 +12,7 @@ from test_cli_hardening import tiny_from_pretrained
 KEY = "secret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 DOCS = ["The Moon's gravity pulls the oceans.", "Chess is a board game.", "Tides rise twice a day."]
-LONG = " ".join(["tide"] * 80)  # 80+ tokens: over the 20-token document limit below
+LONG = " ".join(f"tide{k}" for k in range(40))  # 80+ tokens, head and tail differ: over the 20-token limit below
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,13 @@ def server(tiny):
 def client(server):
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as session:
         yield session
+
+
+def served(ranker, query: str, docs: list[str]) -> dict[int, float]:
+    """Index -> the score the server must send: the calibrated relevance score when there is one, else the share."""
+    return {
+        d.index: d.relevance_score if d.relevance_score is not None else d.score for d in ranker.rerank(query, docs)
+    }
 
 
 def error_of(response: httpx.Response, status: int, field=None) -> str:
@@ -133,20 +140,13 @@ def test_token_limits_truncate_or_refuse_as_asked(client, tiny):
     cut = client.post("/rerank", json={"query": "tides", "texts": docs, "truncate": True}).json()
     tokens = tiny.engine.tokenizer.backend_tokenizer.encode(LONG, add_special_tokens=False)
     head = LONG[: tokens.offsets[19][1]]
-    want = {
-        d.index: d.relevance_score if d.relevance_score is not None else d.score
-        for d in tiny.rerank("tides", [DOCS[0], head, DOCS[2]])
-    }
-    assert {r["index"]: r["score"] for r in cut} == want
+    assert {r["index"]: r["score"] for r in cut} == served(tiny, "tides", [DOCS[0], head, DOCS[2]])
     left = client.post(
         "/rerank", json={"query": "tides", "texts": docs, "truncate": True, "truncation_direction": "Left"}
     ).json()
     tail = LONG[tokens.offsets[len(tokens.ids) - 20][0] :]
-    want = {
-        d.index: d.relevance_score if d.relevance_score is not None else d.score
-        for d in tiny.rerank("tides", [DOCS[0], tail, DOCS[2]])
-    }
-    assert {r["index"]: r["score"] for r in left} == want
+    assert head.split()[0] == "tide0" and tail.split()[-1] == "tide39" and head != tail
+    assert {r["index"]: r["score"] for r in left} == served(tiny, "tides", [DOCS[0], tail, DOCS[2]])
     cohere = client.post("/v2/rerank", json={"query": "tides", "documents": docs, "max_tokens_per_doc": 5}).json()
     assert cohere["meta"]["warnings"] == ["3 documents truncated to 5 tokens"]
     long_query = " ".join(["ocean"] * 40)
