@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -102,6 +103,12 @@ class Server:
         for _ in self.process.stderr:
             pass
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        with open(f"/proc/{self.process.pid}/stat", encoding="utf-8") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         """The server process's peak resident memory so far (the kernel's VmHWM)."""
         with open(f"/proc/{self.process.pid}/status", encoding="utf-8") as status:
@@ -123,6 +130,12 @@ class Level:
     errors: int = 0
     cut_off: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the server's CPU time during the level
+    load: float = 0.0  # 1-minute load average at the level's end
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu_seconds / len(self.latencies) if self.latencies else float("nan")
 
     def percentile(self, q: float) -> float:
         """The q-th percentile latency of the completed requests (nearest rank)."""
@@ -130,12 +143,13 @@ class Level:
         return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
 
 
-async def run_level(url: str, bodies: list[dict], concurrency: int, requests: int, max_seconds: float) -> Level:
+async def run_level(server: Server, bodies: list[dict], concurrency: int, requests: int, max_seconds: float) -> Level:
     """`requests` calls (at most `max_seconds`) from `concurrency` clients that each send one after another."""
     level, issued = Level(), [0]
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=None, limits=limits) as client:
         await client.post("/v2/rerank", json=bodies[0])  # warm-up, and waits out work left from the level before
+        cpu_start = server.cpu_seconds()
         start = time.perf_counter()
         deadline = start + max_seconds
 
@@ -161,6 +175,8 @@ async def run_level(url: str, bodies: list[dict], concurrency: int, requests: in
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         level.seconds = time.perf_counter() - start
+        level.cpu_seconds = server.cpu_seconds() - cpu_start
+        level.load = os.getloadavg()[0]
     return level
 
 
@@ -171,19 +187,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--no-write", action="store_true", help="print only; leave the docs alone")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers (finally)
     bodies, source = workload()
     load_before = os.getloadavg()
     max_queue = max(64, max(args.concurrency))
     servers = {name: Server(options, max_queue) for name, options in MODES.items()}
     results: dict[tuple[int, str], Level] = {}
     try:
-        for concurrency in args.concurrency:
-            for name, server in servers.items():
-                level = asyncio.run(run_level(server.url, bodies, concurrency, args.requests, args.max_seconds))
+        for turn, concurrency in enumerate(args.concurrency):
+            order = list(servers.items()) if turn % 2 == 0 else list(servers.items())[::-1]  # alternate who goes first
+            for name, server in order:
+                level = asyncio.run(run_level(server, bodies, concurrency, args.requests, args.max_seconds))
                 results[concurrency, name] = level
-                print(json.dumps({"concurrency": concurrency, "mode": name, "done": len(level.latencies),
-                                  "errors": level.errors, "cut_off": level.cut_off, "seconds": round(level.seconds, 1),
-                                  "p50": round(level.percentile(50), 3)}), flush=True)  # fmt: skip
+                summary = {"concurrency": concurrency, "mode": name, "done": len(level.latencies)}
+                summary.update(errors=level.errors, cut_off=level.cut_off, seconds=round(level.seconds, 1))
+                summary.update(p50=round(level.percentile(50), 3), cpu_per_request=round(level.cpu_per_request, 2))
+                print(json.dumps({**summary, "load": level.load}), flush=True)
         peaks = {name: server.peak_rss_mb() for name, server in servers.items()}
     finally:
         for server in servers.values():
@@ -196,7 +215,8 @@ def main() -> None:
             done = len(level.latencies)
             rows.append(
                 f"| {concurrency} | {name} | {done} | {level.cut_off} | {level.errors} | {done / level.seconds:.3f} | "
-                f"{level.percentile(50):.2f} | {level.percentile(95):.2f} | {level.percentile(99):.2f} |"
+                f"{level.percentile(50):.2f} | {level.percentile(95):.2f} | {level.percentile(99):.2f} | "
+                f"{level.cpu_per_request:.2f} | {level.load:.1f} |"
             )
     body = [
         "## Serving throughput: `blockrank serve` under load (CPU, embedded default model)",
@@ -208,14 +228,17 @@ def main() -> None:
         "percentiles are over completed requests, so with cut-offs they understate the tail). Both servers run "
         f"at once and take turns per level; queue limit {max_queue} (at least the concurrency, so errors must be "
         f"0). Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} "
-        "cores: above ~1 other jobs shared the CPU and every time is inflated.",
+        "cores: above ~2 other jobs shared the CPU and every wall time is inflated. The server's CPU seconds per "
+        "completed request (its user + system time over the level, divided by the requests done; work cut off "
+        "at the deadline is included) depend much less on such contention than requests/s and latency do.",
         "",
         "Batching gathers concurrent requests (up to 8, waiting at most 5 ms) into one `rerank_batch` call in the "
         "worker thread; until multi-query packing exists that call still runs one forward per query, so it can "
         "save only per-request overhead, not compute.",
         "",
-        "| concurrency | mode | requests done | cut off | errors | requests/s | p50 s | p95 s | p99 s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| concurrency | mode | requests done | cut off | errors | requests/s | p50 s | p95 s | p99 s | server CPU s "
+        "per request | load at end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Server peak RSS (VmHWM over the whole run): "
