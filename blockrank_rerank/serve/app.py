@@ -181,7 +181,10 @@ class Service:
             query = check_query(query)
         except (TypeError, ValueError) as error:
             raise InputError(422, str(error), "query") from None
-        contents = check_documents(texts, self.settings.max_documents).contents
+        try:
+            contents = check_documents(texts, self.settings.max_documents).contents
+        except (TypeError, ValueError) as error:
+            raise InputError(422, str(error), field) from None
         (query,), (query_tokens,) = self.truncator.fit([query], self.limits.per_query, cut_query, keep, "query")
         fitted, counts = self.truncator.fit(contents, per_document, cut_documents, keep, field)
         cut = sum(1 for before, after in zip(contents, fitted) if before != after)
