@@ -4,10 +4,11 @@ with batching and without, side by side, at concurrency 1, 8 and 32, N = 20 docu
 Two servers (the real `blockrank serve` command, the embedded default model, each in its own process) run at
 once; every level runs against one, then the other, so that other load on the machine hits both alike. Requests
 are Cohere v2 calls: DL19 queries with their BM25 top-20 passages (`../shared/data`), else the 20 documents of
-the built-in corpus under each of its queries. Each level is bounded in count (`--requests`) and time
-(`--max-seconds`): at the deadline outstanding requests are cancelled (their connections close and the server
-drops their queued work) and reported as cut off, not as errors. Errors are any non-200 answer or failed
-connection; with `--max-queue` at least the concurrency they must be 0. The CPU (lscpu's model name) and the
+the built-in corpus under each of its queries. Each level is bounded in count (`--requests`) and time: clients
+send no new request after `--max-seconds`, the requests in flight then finish (so that a batch half done is not
+counted against its mode), and any still unanswered `--drain-seconds` later are cancelled (their connections
+close, the server drops their queued work) and reported as cut off, not as errors. Errors are any non-200 answer
+or failed connection; with `--max-queue` at least the concurrency they must be 0. The CPU (lscpu's model name) and the
 load average before and after are printed beside the table: other jobs on the machine inflate the times.
 Usage: python bench/serve_load.py [--requests 500] [--max-seconds 60] [--concurrency 1 8 32]
 Writes the "serve-load" section of docs/benchmarks.md and of docs/serving.md.
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVING_MD = ROOT / "docs" / "serving.md"
 MODES = {  # name -> `blockrank serve` batching options
     "batching": ["--max-batch-size", "8", "--batch-wait-ms", "5"],
-    "no batching": ["--max-batch-size", "1", "--batch-wait-ms", "0"],
+    "no batching": ["--max-batch-size", "1"],
 }
 N_DOCUMENTS = 20
 
@@ -143,8 +144,11 @@ class Level:
         return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
 
 
-async def run_level(server: Server, bodies: list[dict], concurrency: int, requests: int, max_seconds: float) -> Level:
-    """`requests` calls (at most `max_seconds`) from `concurrency` clients that each send one after another."""
+async def run_level(
+    server: Server, bodies: list[dict], concurrency: int, requests: int, max_seconds: float, drain_seconds: float
+) -> Level:
+    """`requests` calls from `concurrency` clients that each send one after another, none sent after `max_seconds`;
+    those in flight then get `drain_seconds` to finish."""
     level, issued = Level(), [0]
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     async with httpx.AsyncClient(base_url=server.url, timeout=None, limits=limits) as client:
@@ -169,7 +173,7 @@ async def run_level(server: Server, bodies: list[dict], concurrency: int, reques
                     level.errors += 1
 
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()) + 0.05)
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()) + drain_seconds)
         level.cut_off = len(pending)  # each pending worker has exactly one request in flight
         for task in pending:
             task.cancel()
@@ -183,7 +187,8 @@ async def run_level(server: Server, bodies: list[dict], concurrency: int, reques
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=500, help="most requests per level and mode")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="most seconds per level and mode")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="no new request after this (per level, mode)")
+    parser.add_argument("--drain-seconds", type=float, default=300.0, help="then, how long requests may finish")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--no-write", action="store_true", help="print only; leave the docs alone")
     args = parser.parse_args()
@@ -197,7 +202,9 @@ def main() -> None:
         for turn, concurrency in enumerate(args.concurrency):
             order = list(servers.items()) if turn % 2 == 0 else list(servers.items())[::-1]  # alternate who goes first
             for name, server in order:
-                level = asyncio.run(run_level(server, bodies, concurrency, args.requests, args.max_seconds))
+                level = asyncio.run(
+                    run_level(server, bodies, concurrency, args.requests, args.max_seconds, args.drain_seconds)
+                )
                 results[concurrency, name] = level
                 summary = {"concurrency": concurrency, "mode": name, "done": len(level.latencies)}
                 summary.update(errors=level.errors, cut_off=level.cut_off, seconds=round(level.seconds, 1))
@@ -223,18 +230,21 @@ def main() -> None:
         "",
         f"Measured by `bench/serve_load.py` on **{cpu_model()}** (127.0.0.1, client and server on the same "
         f"machine), {time.strftime('%Y-%m-%d')}. Cohere v2 requests of N = {N_DOCUMENTS} documents "
-        f"(top_n 10): {source}. Each level: at most {args.requests} requests or {args.max_seconds:g} s, whichever "
-        "comes first; requests still in flight at the deadline are cut off (cancelled, not errors; the latency "
-        "percentiles are over completed requests, so with cut-offs they understate the tail). Both servers run "
+        f"(top_n 10): {source}. Each level: at most {args.requests} requests, none sent after "
+        f"{args.max_seconds:g} s; those in flight then finish (up to {args.drain_seconds:g} s more, after which "
+        "they are cut off: cancelled, not errors), and requests/s counts the time until the last answer. Both "
+        "servers run "
         f"at once and take turns per level; queue limit {max_queue} (at least the concurrency, so errors must be "
         f"0). Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} "
         "cores: above ~2 other jobs shared the CPU and every wall time is inflated. The server's CPU seconds per "
-        "completed request (its user + system time over the level, divided by the requests done; work cut off "
-        "at the deadline is included) depend much less on such contention than requests/s and latency do.",
+        "completed request (its user + system time over the level, divided by the requests done) depend much "
+        "less on such contention than requests/s and latency do.",
         "",
-        "Batching gathers concurrent requests (up to 8, waiting at most 5 ms) into one `rerank_batch` call in the "
-        "worker thread; until multi-query packing exists that call still runs one forward per query, so it can "
-        "save only per-request overhead, not compute.",
+        "Batching (`--max-batch-size 8 --batch-wait-ms 5`) gathers concurrent requests into one `rerank_batch` "
+        "call in the worker thread; until multi-query packing exists that call still runs one forward per query, "
+        "so it can save only per-request overhead, not compute, and every request of a batch waits for the whole "
+        "batch. No batching (`--max-batch-size 1`, the default until packing lands) answers each request as its "
+        "own forward ends.",
         "",
         "| concurrency | mode | requests done | cut off | errors | requests/s | p50 s | p95 s | p99 s | server CPU s "
         "per request | load at end |",

@@ -39,7 +39,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    with running_server(tiny, ServeSettings(api_key=KEY, batch_wait_ms=20)) as running:
+    with running_server(tiny, ServeSettings(api_key=KEY, max_batch_size=8, batch_wait_ms=20)) as running:
         yield running
 
 

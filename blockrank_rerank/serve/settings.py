@@ -23,8 +23,10 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413 before they are read whole
     max_queue: int = 64  # requests waiting for the model; one more gets 503 with Retry-After
     request_timeout_s: float = 60.0  # a request not answered by then gets 504 (its forward, if running, finishes)
-    batch_wait_ms: float = 5.0  # how long the batcher gathers concurrent requests after the first arrives
-    max_batch_size: int = 8  # most requests run in one batch call (1: no batching)
+    batch_wait_ms: float = 5.0  # how long a batch gathers concurrent requests after its first (batch size > 1)
+    # most requests run in one batch call; 1 (no batching) until a packed multi-query forward exists: the
+    # sequential batch call makes every request of a batch wait for all of them (docs/serving.md, measured)
+    max_batch_size: int = 1
     retry_after_s: int = 1  # the Retry-After header of a 503
     cors_origins: tuple[str, ...] = ()  # origins allowed by CORS (empty: CORS off, no headers sent)
     graceful_timeout_s: float = 30.0  # on SIGTERM/SIGINT, how long in-flight requests may still take
