@@ -174,3 +174,10 @@ def test_without_the_serve_extra_the_command_names_it(monkeypatch, capsys):
     assert main(["serve", "--port", "0"]) == 2
     line = error_line(capsys)
     assert "fastapi" in line and "pip install blockrank-rerank[serve]" in line
+
+
+def test_a_bad_serve_option_is_one_line_naming_the_flag(capsys):
+    from blockrank_rerank.cli import main
+
+    assert main(["serve", "--max-queue", "0"]) == 2
+    assert "--max-queue must be an int >= 1" in error_line(capsys)

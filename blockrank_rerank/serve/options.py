@@ -94,6 +94,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """The ServeSettings of parsed `serve` options; the API key falls back to $BLOCKRANK_API_KEY."""
     api_key = args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    try:
+        return _settings(args, api_key)
+    except ValueError as error:  # "max_queue must be ..." -> "--max-queue must be ..."
+        name = str(error).split(" ", 1)[0]
+        raise ValueError(str(error).replace(name, FLAGS.get(name, name), 1)) from None
+
+
+FLAGS = {
+    "max_documents": "--max-request-documents",
+    "request_timeout_s": "--request-timeout",
+    "graceful_timeout_s": "--graceful-timeout",
+    "api_key": "--api-key",
+}
+FLAGS.update({name: "--" + name.replace("_", "-") for name in ("port", "max_tokens_per_doc", "max_query_tokens")})
+FLAGS.update({name: "--" + name.replace("_", "-") for name in ("max_body_bytes", "max_queue", "max_batch_size")})
+FLAGS["batch_wait_ms"] = "--batch-wait-ms"
+
+
+def _settings(args: argparse.Namespace, api_key: str | None) -> ServeSettings:
     return ServeSettings(
         host=args.host,
         port=args.port,
