@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = batch.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help='JSONL, one {"qid", "query", "candidates": [{"id", "text"}]} a line')
     source.add_argument("--dataset", choices=list(DATASETS), help="a shared candidate run instead (as for eval)")
-    batch.add_argument("--depth", type=int, default=100, help="with --dataset: candidates per query (default 100)")
+    batch.add_argument("--depth", type=int, default=None, help="with --dataset: candidates per query (default 100)")
     batch.add_argument("--queries", type=int, default=None, help="with --dataset: the first N qids (default: all)")
     batch.add_argument("--output", required=True, help="output directory (rerun the same command to resume)")
     batch.add_argument("--engine", choices=["local", "ray"], default="local", help="in-process, or Ray Data actors")

@@ -34,9 +34,11 @@ def run_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             raise ValueError("--workers, --num-gpus-per-worker and --ray-address need --engine ray")
         engine = LocalEngine(args.model, overrides, args.top_k)
     if args.input is not None:
+        if args.depth is not None or args.queries is not None:
+            raise ValueError("--depth and --queries apply to --dataset; an --input file is reranked as it is")
         queries = read_jsonl_queries(Path(args.input))
     else:
-        queries = dataset_queries(args.dataset, args.depth, args.queries)
+        queries = dataset_queries(args.dataset, 100 if args.depth is None else args.depth, args.queries)
     if not queries:
         print(f"blockrank: warning: no queries in {args.input or args.dataset}: nothing to rerank", file=sys.stderr)
         return 0
