@@ -101,3 +101,12 @@ def test_a_pool_larger_than_a_local_instance_is_refused_before_waiting():
         RayEngine(workers=1, gpus_per_worker=1)._check_resources(local=True)
     with pytest.raises(ValueError, match="workers"):
         RayEngine(workers=0)
+
+
+def test_a_model_the_workers_cannot_load_is_one_clear_error(tmp_path, capsys):
+    source = write_jsonl(synthetic_queries(2), tmp_path / "in.jsonl")
+    argv = ["batch-rerank", "--input", str(source), "--output", str(tmp_path / "out"), "--engine", "ray"]
+    assert main([*argv, "--model", str(tmp_path / "no-such-model"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("blockrank: error: a Ray worker could not load the model"), err[-1]
+    assert not (tmp_path / "out" / "results.jsonl").exists()

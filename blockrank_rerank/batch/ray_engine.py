@@ -124,6 +124,7 @@ class RayEngine:
         """The Ray Data pipeline: one block per shard, a fixed actor pool, rows streamed back to the driver."""
         import ray
         import ray.data
+        import ray.exceptions
 
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the job's own bar counts queries across all workers
@@ -145,6 +146,17 @@ class RayEngine:
             num_cpus=self.cpus_per_worker,
             **({"num_gpus": self.gpus_per_worker} if self.gpus_per_worker else {}),
         )
-        for row in ranked.iter_rows():
-            records = tuple(json.loads(row["records"]))
-            yield ShardResult(int(row["shard"]), records, str(row["worker"]), float(row["seconds"]))
+        try:
+            for row in ranked.iter_rows():
+                records = tuple(json.loads(row["records"]))
+                yield ShardResult(int(row["shard"]), records, str(row["worker"]), float(row["seconds"]))
+        except ray.exceptions.RayTaskError as error:  # a shard failed in an actor: its own exception, not Ray's
+            if isinstance(error.cause, Exception):
+                raise error.cause from None
+            raise
+        except ray.exceptions.RayActorError as error:
+            if not getattr(error, "actor_init_failed", False):
+                raise
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = lines[-1] if lines else "unknown error"  # the original exception's last line
+            raise OSError(f"a Ray worker could not load the model {self.model!r}: {reason}") from None
