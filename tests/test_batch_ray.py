@@ -1,6 +1,6 @@
 """`blockrank batch-rerank --engine ray` on a real local Ray instance limited to 2 CPUs (started once for the
 module): the same output as the local engine and as `BlockRank.rerank`, with a tiny model and with the default model
-on DL19, and resuming a stopped Ray job."""
+on DL19, and resuming a stopped job on either engine."""
 
 from __future__ import annotations
 
@@ -77,17 +77,17 @@ def test_ray_equals_local_and_rerank_with_the_default_model_on_dl19(tmp_path, de
     assert_matches_rerank(read_results(tmp_path / "ray"), queries, default_ranker)
 
 
-def test_stopped_ray_job_resumes_to_the_uninterrupted_output(tmp_path, tiny_path, tiny_ranker):
+def test_stopped_ray_job_resumes_to_the_uninterrupted_output_on_either_engine(tmp_path, tiny_path, tiny_ranker):
     queries, model = synthetic_queries(8), str(tiny_path)
-    engine = RayEngine(model, workers=2)
-    first = run_batch(queries, tmp_path / "out", engine, model=model, shard_size=2, max_shards=2, show_progress=False)
-    assert not first.complete and first.shards == 2
-    second = run_batch(queries, tmp_path / "out", engine, model=model, shard_size=2, show_progress=False)
-    assert second.complete and second.skipped_shards == 2 and second.shards == 2
-    whole = run_batch(
-        queries, tmp_path / "whole", LocalEngine(model, ranker=tiny_ranker), model=model, shard_size=2,
-        show_progress=False,
-    )  # fmt: skip
+    ray_engine, local_engine = RayEngine(model, workers=2), LocalEngine(model, ranker=tiny_ranker)
+    options = {"model": model, "shard_size": 2, "show_progress": False}
+    first = run_batch(queries, tmp_path / "out", ray_engine, max_shards=1, **options)
+    assert not first.complete and first.shards == 1
+    middle = run_batch(queries, tmp_path / "out", local_engine, max_shards=1, **options)
+    assert not middle.complete and middle.skipped_shards == 1 and middle.shards == 1
+    last = run_batch(queries, tmp_path / "out", ray_engine, **options)
+    assert last.complete and last.skipped_shards == 2 and last.shards == 2
+    whole = run_batch(queries, tmp_path / "whole", local_engine, **options)
     assert whole.complete
     results = read_results(tmp_path / "out")
     assert [r["qid"] for r in results] == [q.qid for q in queries]
