@@ -4,6 +4,8 @@ on DL19, and resuming a stopped job on either engine."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,20 @@ def test_a_model_the_workers_cannot_load_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("blockrank: error: a Ray worker could not load the model"), err[-1]
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_the_command_joins_a_running_cluster_by_address(tmp_path, tiny_path, tiny_ranker):
+    """A second driver (the command, in its own process) connects to this module's Ray by address, starts nothing."""
+    queries = synthetic_queries(4)
+    source = write_jsonl(queries, tmp_path / "in.jsonl")
+    address = ray.get_runtime_context().gcs_address
+    command = [
+        sys.executable, "-m", "blockrank_rerank.cli", "batch-rerank", "--input", str(source), "--output",
+        str(tmp_path / "out"), "--model", str(tiny_path), "--engine", "ray", "--workers", "2", "--ray-address",
+        address, "--shard-size", "2", "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "engine ray, 2 worker(s)" in done.stdout
+    assert_matches_rerank(read_results(tmp_path / "out"), queries, tiny_ranker)
+    assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2  # the cluster outlived the command
