@@ -90,9 +90,22 @@ def block_settings(summary: dict, short: bool = False) -> str:
     else:
         where, tag = f"at {settings['query_position_offset']}", str(settings["query_position_offset"])
     dtype = settings.get("dtype", "float32")
+    split = settings.get("long_documents") == "split"
     if short:
-        return f"b{blocks} q@{tag}" + ("" if dtype == "float32" else f" {dtype}")
-    return f"blocks ≤ {blocks}, query {where}" + ("" if dtype == "float32" else f", {dtype}")
+        return (
+            f"b{blocks} q@{tag}"
+            + ("" if dtype == "float32" else f" {dtype}")
+            + (f" split-{settings['split_scores']}" if split else "")
+        )
+    return (
+        f"blocks ≤ {blocks}, query {where}"
+        + ("" if dtype == "float32" else f", {dtype}")
+        + (
+            f", long documents split (≤ {settings['max_document_blocks']} blocks, {settings['split_scores']})"
+            if split
+            else ""
+        )
+    )
 
 
 def cache_note(summary: dict, short: bool = False) -> str:
@@ -297,6 +310,88 @@ def coverage_gaps(summaries: list[dict], dataset: str, depth: int, total: int) -
     return lines
 
 
+def relevance_section() -> list[str]:
+    """Calibrated relevance scores (issue 19): the dev calibration and threshold, and what they do on DL19."""
+    dev_path, test_path = RESULTS / "relevance-calibration-dl21.json", RESULTS / "relevance-dl19.json"
+    if not (dev_path.exists() and test_path.exists()):
+        return []
+    dev, test = json.loads(dev_path.read_text()), json.loads(test_path.read_text())
+    slope, intercept = dev["relevance_calibration"]
+    at = test["at_threshold"]
+    sizes = ", ".join(str(n) for n in test["sizes"])
+    return [
+        "## Thresholdable relevance scores (`relevance_score`, `score_threshold`)",
+        "",
+        f"`relevance_score = sigmoid({slope:.3f} · logit + {intercept:.3f})`, the logit being a document's attention",
+        "log-mass relative to the prefix's (design.md §4), calibrated by logistic regression on the judged documents",
+        f"of {dev['queries']} DL21 queries (dev) at top-{dev['depth']}; the threshold {dev['threshold']:.3f} "
+        f"maximises F1 there (dev: precision {dev['dev']['precision']:.3f}, recall {dev['dev']['recall']:.3f}).",
+        "Both are then applied unchanged to DL19",
+        f"({test['queries']} queries; relevant = grade >= {test['relevant_grade']}, judged documents only):",
+        "",
+        "| measure (DL19) | value |",
+        "|---|---|",
+        f"| median spread of a fixed document's relevance_score across N = {sizes} | "
+        f"{test['median_relevance_spread']:.3f} (90th percentile {test['p90_relevance_spread']:.3f}) |",
+        f"| median max/min ratio of the same documents' shares | {test['median_share_ratio']:.1f}x |",
+        f"| precision at threshold {test['threshold']:.3f}, top-{max(test['sizes'])} | {at['precision']:.3f} |",
+        f"| recall at threshold {test['threshold']:.3f}, top-{max(test['sizes'])} | {at['recall']:.3f} |",
+        f"| documents kept / judged | {at['kept']} / {at['judged']} |",
+        "",
+        f"Fixed documents: the first {test['fixed_documents_per_query']} BM25 candidates of each query, present in "
+        "every list size. Commands: `bench/relevance.py` (collect, fit, report).",
+        "",
+    ]
+
+
+def split_section(summaries: list[dict]) -> list[str]:
+    """Long documents split into blocks vs truncated (issue 19): the dev choice of sum vs max, then SciFact test."""
+    split = [s for s in summaries if s.get("settings", {}).get("long_documents") == "split"]
+    if not split:
+        return []
+    dev = sorted((s for s in split if s["dataset"] != "scifact-test"), key=lambda s: s["settings"]["split_scores"])
+    tests = [s for s in split if s["dataset"] == "scifact-test"]
+    out = ["## Long documents: split into blocks vs truncated", ""]
+    if dev:
+        out += [
+            f"Dev choice of a split document's score ({dev[0]['dataset']}, top-{dev[0]['depth']}, "
+            f"{dev[0]['num_queries']} seeded queries):",
+            "",
+            "| split_scores | nDCG@10 |",
+            "|---|---|",
+        ]
+        out += [f"| {s['settings']['split_scores']} | {s['metrics']['nDCG@10']:.4f} |" for s in dev]
+        out.append("")
+    for s in tests:
+        same = [
+            t
+            for t in summaries
+            if t["dataset"] == s["dataset"]
+            and t["qids"] == s["qids"]
+            and t["method"] == s["method"]
+            and t is not s
+            and t.get("settings", {}).get("long_documents") is None
+            and t.get("settings", {}).get("dtype", "float32") == "float32"
+        ]
+        out += [
+            f"SciFact test, top-{s['depth']}, the same {s['num_queries']} seeded queries, trained model, blocks of "
+            f"{s['settings']['max_block_tokens']} tokens:",
+            "",
+            "| long documents | nDCG@10 | R@10 | s/query |",
+            "|---|---|---|---|",
+        ]
+        for t, label in [(t, "truncated") for t in same] + [
+            (s, f"split (≤ {s['settings']['max_document_blocks']} blocks, {s['settings']['split_scores']})")
+        ]:
+            out.append(
+                f"| {label} | {t['metrics']['nDCG@10']:.4f} | {t['metrics']['R@10']:.4f} | "
+                f"{t['seconds_per_query']['mean']:.1f} |"
+            )
+        first = s["first_stage_metrics"]["nDCG@10"]
+        out += ["", f"BM25 on the same candidates: nDCG@10 {first:.4f}.", ""]
+    return out
+
+
 def main() -> None:
     summaries = load_summaries()
     totals = {"dl19": 43, "scifact-test": 300}
@@ -409,6 +504,7 @@ def main() -> None:
             out.append(f"| {layer} | {metrics['nDCG@10']:.4f} | {metrics[rr]:.4f} |")
         out += ["", "![layer sweep](results_sweep.png)", ""]
 
+    out += relevance_section() + split_section(summaries)
     out += [
         "## How each method works",
         "",

@@ -3,7 +3,7 @@
 # Resumable: finished queries in runs/*/per_query.jsonl are kept, so a rerun only does what is missing.
 # Usage: bash bench/results_runs.sh [phase ...]   phases: sweep dl19 scifact baselines baselines_full extra trained untrained
 #        icr_full icr_default slow_top100 subsets_top100 history (and, on demand: scifact_biencoder trained_partial
-#        icr_default_partial dev_choice fusion precision)
+#        icr_default_partial dev_choice fusion precision split)
 # (default: all, in that order)
 # Per-query outputs go to runs/ (git-ignored); each summary is copied to docs/results/ for bench/make_results.py.
 # Sizes are chosen for a shared 2-core CPU: SciFact and the decoding baselines run on fixed seeded subsets.
@@ -175,6 +175,15 @@ phase_fusion() {  # the default model fused with BM25's order at the weight chos
 phase_precision() {  # issue 18's quality gate: bfloat16-mixed against the fp32 summaries of the same model
   evaluate dl19-trained-bf16mixed-top100 --dataset dl19 --depth 100 --dtype bfloat16-mixed
   evaluate scifact-trained-bf16mixed-top100 --dataset scifact --depth 100 --dtype bfloat16-mixed
+}
+
+phase_split() {  # issue 19: long documents split into blocks vs truncated; the split aggregate chosen on scifact-dev
+  local dq=${SPLIT_DEV_QUERIES:-20} tq=${SPLIT_TEST_QUERIES:-50} how
+  evaluate scifact-dev-split-sum-top100-q"$dq" --dataset scifact-dev --depth 100 --queries "$dq" --long-documents split --split-scores sum
+  evaluate scifact-dev-split-max-top100-q"$dq" --dataset scifact-dev --depth 100 --queries "$dq" --long-documents split --split-scores max
+  how=$(python3 -c "import json; r = {h: json.load(open(f'docs/results/scifact-dev-split-{h}-top100-q$dq.json'))['metrics']['nDCG@10'] for h in ('sum', 'max')}; print(max(r, key=lambda h: (r[h], h == 'sum')))")
+  evaluate scifact-trained-split-top100-q"$tq" --dataset scifact --depth 100 --queries "$tq" --long-documents split --split-scores "$how"
+  evaluate scifact-trained-top100-q"$tq" --dataset scifact --depth 100 --queries "$tq"
 }
 
 phases=("$@")

@@ -11,7 +11,8 @@ prefix and itself; only the query block reads every document. The stream therefo
                      online log-sum-exp merge, write the layer's output back over the input
         query block  finish attention and MLP: its layer-l output now reflects every document
     at L*: per chunk, the signal queries' logits over the chunk's document keys, reduced to one log-sum-exp
-           per (head, signal token, document); a document's share is exp(lse_doc - lse_all), averaged.
+           per (head, signal token, document); a document's share is exp(lse_doc - lse_all), averaged, and its
+           relevance logit lse_doc - lse_prefix, averaged.
 
 This is the one-shot computation reordered, not approximated: scores equal `forward.run_readout` over a
 `forward.PackedStream` up to float rounding. The layer loop is `forward.run_layers`, with `ChunkedStream`
@@ -28,10 +29,19 @@ from typing import Any, Optional, Union
 import torch
 
 from .attention import DocumentBucket, bucket_attention, plan_buckets, sdpa
-from .forward import Readout, decoder_of, mlp_sublayer, output_projection, project, project_qkv, run_readout
+from .forward import (
+    Readings,
+    Readout,
+    decoder_of,
+    mlp_sublayer,
+    output_projection,
+    project,
+    project_qkv,
+    run_readout,
+)
 from .hidden_store import FileStore, HiddenStore, MemoryStore
 from .layout import BlockLayout
-from .scoring import document_log_mass, shares_from_log_mass
+from .scoring import document_log_mass, prefix_log_mass, relevance_logits, shares_from_log_mass
 
 MAX_LOGITS = 1 << 20  # most (head, row, key) logits of the query block formed at once (4 MiB in fp32)
 
@@ -189,29 +199,37 @@ class ChunkedStream:
             del hidden, k_c, v_c  # free this chunk before the next one is read
         self.hidden_query = mlp_sublayer(layer, self.hidden_query + output_projection(attn, state.out.to(self.dtype)))
 
-    def read_scores(
+    def read(
         self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> torch.Tensor:
-        """The readout at `layer`: per-document log-sum-exps chunk by chunk, then each document's share.
+    ) -> Readings:
+        """The readout at `layer`: per-document log-sum-exps chunk by chunk, then shares and relevance logits.
 
-        Heads are averaged or weighted as in `scoring.read_scores`; `fused` is ignored (no fused chunked readout).
-        Shapes: -> (N,).
+        Heads are averaged or weighted as in `forward.read_layer`; `fused` is ignored (no fused chunked readout).
+        Shapes: -> (N,) each.
         """
         attn, base, layout = layer.self_attn, self.layout.prefix_length, self.layout
+        scale = float(attn.scaling)
         signal = (layout.signal_rows(num_signal_tokens) - layout.query_start).to(
             self.device
         )  # (S,) rows of the query block
         x_s = layer.input_layernorm(self.hidden_query[signal])  # (S, C)
         queries = project(attn, x_s, "q_proj", "q_norm", self.cos_q[signal], self.sin_q[signal])  # (H, S, D)
+        x_p = layer.input_layernorm(self.hidden_prefix)  # (P, C)
+        prefix_keys = project(attn, x_p, "k_proj", "k_norm", self.cos_p, self.sin_p)  # (Hkv, P, D)
         pieces = []
         for chunk in self.chunks:
             cos, sin = self.rotary(base + chunk.start, base + chunk.stop)
             x = layer.input_layernorm(self.store.read(chunk.start, chunk.stop))  # (Tc, C)
             keys = project(attn, x, "k_proj", "k_norm", cos, sin)  # (Hkv, Tc, D)
             pieces.append(
-                document_log_mass(queries, keys, self.owner(chunk), chunk.last - chunk.first, float(attn.scaling))
+                document_log_mass(queries, keys, self.owner(chunk), chunk.last - chunk.first, scale)
             )  # (H, S, Nc)
-        return shares_from_log_mass(torch.cat(pieces, dim=2), head_weights)  # (H, S, N) -> (N,)
+        document_lse = torch.cat(pieces, dim=2)  # (H, S, N)
+        prefix_lse = prefix_log_mass(queries, prefix_keys, scale)  # (H, S)
+        return Readings(
+            shares_from_log_mass(document_lse, head_weights),
+            relevance_logits(document_lse, prefix_lse, head_weights),
+        )
 
     def owner(self, chunk: Chunk) -> torch.Tensor:
         """Document of each row of `chunk`, counted from the chunk's first document. Shapes: (Tc,)."""
@@ -229,8 +247,9 @@ def chunked_scores(
     spill: bool = False,
     spill_dir: Optional[str] = None,
     max_rows: int = 8192,
-) -> torch.Tensor:
-    """BlockRank scores (N,) of `layout` computed `chunk_tokens` document tokens at a time (fp32).
+) -> Readings:
+    """BlockRank readings (shares and relevance logits, (N,) each) of `layout`, `chunk_tokens` document tokens at a
+    time (fp32).
 
     `readout` is L* (every head of it) or a head selection ({layer: head weights}, `forward.run_readout`).
     With `spill`, document hidden states live in a temporary file (in `spill_dir`) instead of memory.

@@ -290,12 +290,13 @@ def json_line(item: dict[str, Any]) -> str:
 
 
 def command_rerank(args: argparse.Namespace) -> int:
-    from .inputs import check_documents, check_query, check_top_k
+    from .inputs import check_documents, check_query, check_score_threshold, check_top_k
     from .reranker import BlockRank
 
     fmt = args.format or ("tsv" if str(args.input).endswith((".tsv", ".txt")) else "jsonl")
     query = check_query(argument_text(args.query, "--query"))
     top_k = check_top_k(args.top_k, "--top-k")
+    threshold = check_score_threshold(args.score_threshold, "--score-threshold")
     limit = document_limit(args.max_documents)
     with open_text(args.input) as lines:
         documents = read_documents(lines, fmt, limit)
@@ -306,7 +307,7 @@ def command_rerank(args: argparse.Namespace) -> int:
         print(f"blockrank: warning: no documents in {source}: nothing to rank", file=sys.stderr)
         return 0
     ranker = BlockRank.from_pretrained(args.model, **config_overrides(args), max_documents=limit)
-    result = ranker.rank_candidates(query, candidates, top_k)
+    result = ranker.rank_candidates(query, candidates, top_k, threshold)
     for item in result.to_dicts():
         if not args.with_text:
             item.pop("text")
@@ -389,6 +390,10 @@ def command_eval(args: argparse.Namespace) -> int:
             num_signal_tokens=config.num_signal_tokens,
             dtype=config.dtype,
         )
+        if config.long_documents == "split":  # long documents continued in more blocks: other prompts, other scores
+            settings.update(
+                long_documents="split", split_scores=config.split_scores, max_document_blocks=config.max_document_blocks
+            )
         if config.head_weights is not None:  # a head selection (blockrank select-heads) changes every score
             settings["head_weights"] = {str(k): v for k, v in config.head_weights_dict().items()}
     weights = checkpoint_weights_digest(args.model)
@@ -612,6 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["jsonl", "tsv"], default=None, help="default: from the file extension, else jsonl"
     )
     rerank.add_argument("--top-k", type=int, default=None, help="print only the best K documents (default: all)")
+    rerank.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="print only documents whose relevance_score (in [0, 1]) is at least this (default: all)",
+    )
     rerank.add_argument("--with-text", action="store_true", help="include each document's text in the output")
     rerank.add_argument(
         "--max-documents",

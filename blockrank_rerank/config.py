@@ -29,7 +29,14 @@ AUTO_DEVICE_ORDER = ("cuda", "mps", "cpu")  # what device="auto" takes, first av
 MAX_POSITION = 2**31 - 1  # largest position id: kernels and position tensors index with 32-bit integers
 MAX_BLOCK_TOKENS = 2**24  # no model has a longer context; keeps every default position far below MAX_POSITION
 # facts about a trained model, which a checkpoint's blockrank.json may state
-MODEL_SETTINGS = ("scoring_layer", "num_signal_tokens", "query_position_offset", "max_block_tokens", "head_weights")
+MODEL_SETTINGS = (
+    "scoring_layer",
+    "num_signal_tokens",
+    "query_position_offset",
+    "max_block_tokens",
+    "head_weights",
+    "relevance_calibration",
+)
 
 # Per-checkpoint settings that are facts about how the checkpoint was trained.
 KNOWN_CHECKPOINTS: dict[str, dict[str, Any]] = {
@@ -158,6 +165,15 @@ def normalise_head_weights(value: Any) -> Optional[HeadWeights]:
     return tuple((layer, tuple(w / total for w in layers[layer])) for layer in sorted(layers))
 
 
+def checked_calibration(value: Any) -> tuple[float, float]:
+    """`relevance_calibration` as a (slope, intercept) tuple of finite floats, the slope > 0 (a list from JSON too)."""
+    pair = tuple(value) if isinstance(value, (list, tuple)) else ()
+    numbers = [v for v in pair if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if len(pair) != 2 or len(numbers) != 2 or not numbers[0] > 0:
+        raise ValueError(f"relevance_calibration must be (slope > 0, intercept), finite numbers, got {value!r}")
+    return float(numbers[0]), float(numbers[1])
+
+
 @dataclass(frozen=True)
 class BlockRankConfig:
     """How a prompt is built, run and scored. Unknown keys raise `TypeError` (dataclass semantics)."""
@@ -199,6 +215,10 @@ class BlockRankConfig:
     # how a split document's block scores make its score: "sum" (its share of the attention, still summing to 1
     # over the call) or "max" (its best block)
     split_scores: str = "sum"
+    # (slope, intercept) of relevance_score = sigmoid(slope * relevance logit + intercept), the relevance logit being
+    # a document's attention mass relative to the prefix's (scoring.relevance_logits); a model's fitted values
+    # (bench/fit_relevance.py, on dev data) come with its settings
+    relevance_calibration: tuple[float, float] = (1.0, 0.0)
 
     def __post_init__(self) -> None:
         check_int("scoring_layer", self.scoring_layer, 0, MAX_POSITION, optional=True)
@@ -243,6 +263,7 @@ class BlockRankConfig:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise ValueError(f"input_order_weight must be a number in [0, 1], got {weight!r}")
         object.__setattr__(self, "head_weights", normalise_head_weights(self.head_weights))
+        object.__setattr__(self, "relevance_calibration", checked_calibration(self.relevance_calibration))
         if self.head_weights is not None and self.scoring_layer is not None and self.scoring_layer != self.exit_layer:
             raise ValueError(
                 f"scoring_layer={self.scoring_layer} but head_weights read layers up to {self.exit_layer}; "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 
@@ -18,7 +19,7 @@ from .attention import AttentionPlan, plan_attention, resolve_backend
 from .caller_warnings import warn_at_caller
 from .budget import MB, ExecutionPlan, ModelShape, plan_execution
 from .config import BlockRankConfig
-from .forward import PackedStream, Readout, decoder_of, run_readout
+from .forward import PackedStream, Readings, Readout, decoder_of, run_readout
 from .inputs import unique_contents
 from .layout import BlockLayout, build_layout
 from .modes import SCORING_MODES
@@ -75,8 +76,8 @@ class Engine:
         """Buckets and masks of `layout` for the attention backends, on the model's device."""
         return plan_attention(layout, self.config.batch_tokens, self.device)
 
-    def readout_scores(self, layout: BlockLayout) -> torch.Tensor:
-        """Scores (N,) of `layout` in one shot: the readout's layers (L*, or the head selection) read in one forward."""
+    def readout_scores(self, layout: BlockLayout) -> Readings:
+        """Readings of `layout` in one shot: the readout's layers (L*, or the head selection) read in one forward."""
         plan = self.attention_plan(layout)
         decoder = decoder_of(self.model)
         last_layer = None if self.config.early_exit else self.num_layers
@@ -120,8 +121,17 @@ class Engine:
 
     def score_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Scores (N,) of the documents of `layout`, in input order, fp32, by the configured scoring mode (modes.py)."""
+        return self.read_layout(layout).shares
+
+    def read_layout(self, layout: BlockLayout) -> Readings:
+        """Shares and relevance logits (N,) of `layout`'s blocks, fp32 on the CPU, checked finite."""
         with self.precision():
-            return self.checked(self.mode.score(self, layout).float().cpu())
+            readings = self.mode.score(self, layout)
+        relevance = readings.relevance_logits
+        return Readings(
+            self.checked(readings.shares.float().cpu()),
+            None if relevance is None else self.checked(relevance.float().cpu()),
+        )
 
     def checked(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""
@@ -129,24 +139,36 @@ class Engine:
             raise FloatingPointError(f"non-finite scores from {self.name} in {self.config.dtype}; try dtype='float32'")
         return scores
 
-    def document_scores(self, query: str, contents: list[str]) -> list[float]:
-        """Scores of `contents` in input order; identical contents are scored once and share that score.
+    def document_scores(self, query: str, contents: list[str]) -> DocumentScores:
+        """Scores and relevance scores of `contents` in input order; identical contents are scored once and share
+        them.
 
         Shares are renormalised over the copies so that one call's scores still sum to 1 (modes whose scores
-        do not sum to one are copied as they are). No documents: []; one distinct document: 1.0, no forward.
-        With `input_order_weight` > 0 the scores are then fused with the input order (reciprocal ranks).
+        do not sum to one are copied as they are). No documents: []; one distinct document: share 1.0 (and no
+        forward unless the mode reads relevance). With `input_order_weight` > 0 the scores are then fused with the
+        input order (reciprocal ranks); relevance scores are the model's alone.
         """
         unique, inverse = unique_contents(contents)
         if len(unique) < len(contents):
             logger.info("%d duplicate documents scored once each", len(contents) - len(unique))
-        if len(unique) <= 1:
+        reads_relevance = self.mode.reads_relevance and len(unique) >= 1
+        relevance: Optional[torch.Tensor] = None
+        if len(unique) <= 1 and not reads_relevance:
             shares = torch.ones(len(unique))
         else:
             layout = self.layout(query, unique)
-            shares = document_of_blocks(
-                self.score_layout(layout), layout.document_of_block, len(unique), self.config.split_scores
+            readings = self.read_layout(layout)
+            how, owners = self.config.split_scores, layout.document_of_block
+            shares = (
+                torch.ones(1) if len(unique) == 1 else document_of_blocks(readings.shares, owners, len(unique), how)
             )
-        scores = shares[torch.tensor(inverse, dtype=torch.long)] if contents else shares[:0]
+            if readings.relevance_logits is not None:
+                logits = document_of_blocks(
+                    readings.relevance_logits, owners, len(unique), "logsumexp" if how == "sum" else how
+                )
+                relevance = calibrated_relevance(logits, self.config.relevance_calibration)
+        select = torch.tensor(inverse, dtype=torch.long)
+        scores = shares[select] if contents else shares[:0]
         sums_to_one = self.mode.scores_sum_to_one and (
             self.config.blocks_per_document == 1 or self.config.split_scores == "sum"
         )
@@ -154,19 +176,39 @@ class Engine:
             scores = scores / scores.sum()
         if self.config.input_order_weight > 0:
             scores = fuse_with_input_order(scores, self.config.input_order_weight)
-        return scores.tolist()
+        return DocumentScores(scores.tolist(), None if relevance is None else relevance[select].tolist())
+
+
+@dataclass(frozen=True)
+class DocumentScores:
+    """Per document, in input order: the score ranked by (a share, or fused) and the calibrated relevance score in
+    [0, 1] (None for a mode without one)."""
+
+    scores: list[float]
+    relevance: Optional[list[float]] = None
+
+
+def calibrated_relevance(logits: torch.Tensor, calibration: tuple[float, float]) -> torch.Tensor:
+    """Relevance scores in [0, 1] from relevance logits: sigmoid(slope * logit + intercept), the model's fitted
+    calibration (`relevance_calibration`). Shapes: (N,) -> (N,)."""
+    slope, intercept = calibration
+    return torch.sigmoid(slope * logits.double() + intercept)
 
 
 def document_of_blocks(block_scores: torch.Tensor, owners: tuple[int, ...], count: int, how: str) -> torch.Tensor:
     """Scores (count,) of documents from the scores of their blocks (`owners`: document of each block; () when
-    each document is one block): the sum of a split document's block shares, or its best block's.
-    Shapes: (blocks,) -> (count,)."""
+    each document is one block): the sum of a split document's block shares, its best block's, or ("logsumexp",
+    for log-masses) the log of the summed masses. Shapes: (blocks,) -> (count,)."""
     if not owners:
         return block_scores
     index = torch.tensor(owners, dtype=torch.long)
     if how == "sum":
         return torch.zeros(count, dtype=block_scores.dtype).index_add(0, index, block_scores)
-    return torch.full((count,), float("-inf"), dtype=block_scores.dtype).scatter_reduce(0, index, block_scores, "amax")
+    peak = torch.full((count,), float("-inf"), dtype=block_scores.dtype).scatter_reduce(0, index, block_scores, "amax")
+    if how == "max":
+        return peak
+    mass = torch.zeros(count, dtype=block_scores.dtype).index_add(0, index, (block_scores - peak[index]).exp())
+    return peak + mass.log()
 
 
 def readout_of(config: BlockRankConfig, scoring_layer: int, heads: int, device: torch.device) -> Readout:

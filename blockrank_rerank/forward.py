@@ -21,9 +21,20 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION_FUNCTIONS, AttentionPlan
 from .layout import BlockLayout
-from .scoring import read_scores
+from .scoring import document_log_mass, prefix_log_mass, read_scores, relevance_logits, shares_from_log_mass
 
 MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the readout gives per document: its share of the signal attention and its relevance logit.
+
+    Both are fp32 (N,) in input block order; `relevance_logits` is None for a mode that has none (ICR).
+    """
+
+    shares: torch.Tensor  # (N,) summing to 1 (or to the head weights read so far)
+    relevance_logits: Optional[torch.Tensor] = None  # (N,) log(mass_doc / mass_prefix), heads and signal averaged
 
 
 @dataclass
@@ -183,16 +194,43 @@ class PackedStream:
         """Signal queries (H, S, D) and document keys (Hkv, Dtok, D) of `layer` for the hidden state entering it."""
         return scoring_projections(layer, self.hidden, self.cos, self.sin, self.plan.layout, num_signal_tokens)
 
-    def read_scores(
+    def read(
         self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> torch.Tensor:
-        """The readout at `layer` (`scoring.read_scores`) for the hidden state entering it. Shapes: -> (N,)."""
+    ) -> Readings:
+        """The readout at `layer` for the hidden state entering it: shares (the Triton kernel when `fused`) and
+        relevance logits against the prefix. Shapes: -> (N,) each."""
         queries, keys = self.scoring_projections(layer, num_signal_tokens)
-        _, owner = self.plan.layout.document_rows()
-        scale = float(layer.self_attn.scaling)
-        return read_scores(
-            queries, keys, owner, self.plan.layout.num_documents, scale, head_weights=head_weights, fused=fused
+        layout, attn = self.plan.layout, layer.self_attn
+        _, owner = layout.document_rows()
+        scale = float(attn.scaling)
+        prefix = slice(0, layout.prefix_length)
+        x_prefix = layer.input_layernorm(self.hidden[prefix])  # (P, C)
+        prefix_keys = project(attn, x_prefix, "k_proj", "k_norm", self.cos[prefix], self.sin[prefix])  # (Hkv, P, D)
+        return read_layer(
+            queries, keys, prefix_keys, owner, layout.num_documents, scale, head_weights=head_weights, fused=fused
         )
+
+
+def read_layer(
+    signal_queries: torch.Tensor,
+    document_keys: torch.Tensor,
+    prefix_keys: torch.Tensor,
+    document_index: torch.Tensor,
+    num_documents: int,
+    scale: float,
+    *,
+    head_weights: Optional[torch.Tensor] = None,
+    fused: bool = False,
+) -> Readings:
+    """One layer's readings from its signal queries (H, S, D), document keys (Hkv, Dtok, D) and prefix keys
+    (Hkv, P, D); `document_index` (Dtok,) names each token's document (or block)."""
+    document_lse = document_log_mass(signal_queries, document_keys, document_index, num_documents, scale)  # (H, S, N)
+    relevance = relevance_logits(document_lse, prefix_log_mass(signal_queries, prefix_keys, scale), head_weights)
+    if fused and head_weights is None:
+        shares = read_scores(signal_queries, document_keys, document_index, num_documents, scale, fused=True)
+    else:
+        shares = shares_from_log_mass(document_lse, head_weights)
+    return Readings(shares, relevance)
 
 
 def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -224,11 +262,11 @@ Readout = dict[int, Optional[torch.Tensor]]  # layer -> weights of its query hea
 
 
 class ScoredStream(Stream, Protocol):
-    """A stream that can also read document scores at a layer's entry (`PackedStream`, `chunked.ChunkedStream`)."""
+    """A stream that can also read documents at a layer's entry (`PackedStream`, `chunked.ChunkedStream`)."""
 
-    def read_scores(
+    def read(
         self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> torch.Tensor: ...
+    ) -> Readings: ...
 
 
 def run_readout(
@@ -238,19 +276,22 @@ def run_readout(
     num_signal_tokens: int,
     last_layer: Optional[int] = None,
     fused: bool = False,
-) -> torch.Tensor:
-    """Document scores (N,): each layer of `readout` read as the stream reaches it, weighted, summed.
+) -> Readings:
+    """Each layer of `readout` read as the stream reaches it; shares summed, relevance logits summed with the
+    layer's weight (1 for the mean over its heads, else its heads' weights, which sum to 1 over all layers).
 
     Layers run up to the deepest layer of `readout` (early exit), or up to `last_layer` when given.
     """
-    parts: list[torch.Tensor] = []
+    parts: list[Readings] = []
 
     def read_layer(index: int, layer: Any, stream: ScoredStream) -> None:
         if index in readout:
-            parts.append(stream.read_scores(layer, num_signal_tokens, readout[index], fused))
+            parts.append(stream.read(layer, num_signal_tokens, readout[index], fused))
 
     run_layers(decoder, stream, max(readout) if last_layer is None else last_layer, read_layer)
-    return torch.stack(parts).sum(dim=0)  # (layers read, N) -> (N,)
+    shares = torch.stack([part.shares for part in parts]).sum(dim=0)  # (layers read, N) -> (N,)
+    relevance = torch.stack([part.relevance_logits for part in parts]).sum(dim=0)  # (layers read, N) -> (N,)
+    return Readings(shares, relevance)
 
 
 def run_to_scoring_layer(

@@ -9,6 +9,7 @@ at any depth, keys included), so results can always be encoded as UTF-8 (JSON ou
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,15 @@ def check_top_k(top_k: Any, name: str = "top_k") -> Optional[int]:
     if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"{name} must be None or an int >= 1, got {top_k!r}")
     return int(top_k)
+
+
+def check_score_threshold(threshold: Any, name: str = "score_threshold") -> Optional[float]:
+    """`threshold` as a finite float (any real number, e.g. numpy's), or None; ValueError otherwise."""
+    if threshold is None:
+        return None
+    if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        raise ValueError(f"{name} must be None or a finite number, got {threshold!r}")
+    return float(threshold)
 
 
 def _content(document: DocumentInput, position: int) -> tuple[str, Any, Mapping[str, Any]]:

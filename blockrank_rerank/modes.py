@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from .chunked import chunked_scores
+from .forward import Readings
 from .icr import calibrated_document_scores, calibration_block, icr_token_scores
 from .layout import BlockLayout
 
@@ -28,10 +29,12 @@ class ScoringMode(ABC):
     scores_sum_to_one: ClassVar[bool] = (
         True  # shares of one call; False: unbounded scores (copies are not renormalised)
     )
+    reads_relevance: ClassVar[bool] = False  # also gives relevance logits (Readings.relevance_logits)
 
     @abstractmethod
-    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
-        """Scores (N,) of the documents of `layout` in input order, with `engine`'s model and settings (`Engine`)."""
+    def score(self, engine: Any, layout: BlockLayout) -> Readings:
+        """Scores (N,) of the documents of `layout` in input order, with `engine`'s model and settings (`Engine`),
+        and their relevance logits where the mode reads them."""
 
 
 class BlockRankMode(ScoringMode):
@@ -40,8 +43,9 @@ class BlockRankMode(ScoringMode):
     name = "blockrank"
     summary = "block-sparse attention read at layer L* (the default)"
     chunkable = True
+    reads_relevance = True
 
-    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
+    def score(self, engine: Any, layout: BlockLayout) -> Readings:
         plan = engine.execution_plan(layout)
         if not plan.chunked:
             return engine.readout_scores(layout)
@@ -73,12 +77,12 @@ class ICRMode(ScoringMode):
     summary = 'zero-shot ICR: every layer\'s query attention calibrated with the query "N/A" (for untrained models)'
     scores_sum_to_one = False
 
-    def score(self, engine: Any, layout: BlockLayout) -> torch.Tensor:
+    def score(self, engine: Any, layout: BlockLayout) -> Readings:
         engine.execution_plan(layout)  # logs when the call exceeds memory_budget_mb (ICR cannot chunk)
         calibration = calibration_block(engine.tokenizer, engine.config.max_block_tokens)
         with engine.lock, torch.inference_mode():
             tokens = icr_token_scores(engine.model, layout, calibration, engine.backend, engine.config.batch_tokens)
-        return calibrated_document_scores(tokens, layout.num_documents)
+        return Readings(calibrated_document_scores(tokens, layout.num_documents))
 
 
 SCORING_MODES: dict[str, ScoringMode] = {mode.name: mode for mode in (BlockRankMode(), FullAttentionMode(), ICRMode())}

@@ -60,7 +60,12 @@ class BlockRank(Reranker):
     def score_contents(self, query: str, contents: list[str]) -> list[float]:
         """Scores of validated `contents`: shares in [0, 1] summing to 1 (ICR: calibrated attention mass); copies
         share a score."""
-        return self.engine.document_scores(query, contents)
+        return self.engine.document_scores(query, contents).scores
+
+    def score_with_relevance(self, query: str, contents: list[str]) -> tuple[list[float], Optional[list[float]]]:
+        """Shares and calibrated relevance scores of validated `contents`, read in the same forward."""
+        scored = self.engine.document_scores(query, contents)
+        return scored.scores, scored.relevance
 
 
 __all__ = ["BlockRank", "EMBEDDED_DEFAULT"]

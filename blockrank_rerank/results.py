@@ -55,12 +55,13 @@ class RankedList:
         return {d.index: d.score for d in self.documents}
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        """Plain dicts (index, rank, score, id, text, metadata), best first, for JSON output."""
+        """Plain dicts (index, rank, score, relevance_score, id, text, metadata), best first, for JSON output."""
         return [
             {
                 "index": d.index,
                 "rank": d.rank,
                 "score": d.score,
+                "relevance_score": d.relevance_score,
                 "id": d.id,
                 "text": d.text,
                 "metadata": dict(d.metadata),
@@ -76,13 +77,27 @@ def rank_documents(
     ids: Sequence[Any],
     metadata: Sequence[Mapping[str, Any]],
     top_k: Optional[int],
+    relevance: Optional[Sequence[float]] = None,
+    score_threshold: Optional[float] = None,
 ) -> RankedList:
-    """Sort by score, best first, ties broken by input index, cut to `top_k`."""
+    """Sort by score, best first, ties broken by input index; keep the documents whose relevance score (the score
+    when there is none) reaches `score_threshold`; cut to `top_k`."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if score_threshold is not None:
+        kept = scores if relevance is None else relevance
+        order = [i for i in order if kept[i] >= score_threshold]
     if top_k is not None:
         order = order[:top_k]
     ranked = tuple(
-        RankedDocument(index=i, score=float(scores[i]), rank=r + 1, text=texts[i], id=ids[i], metadata=metadata[i])
+        RankedDocument(
+            index=i,
+            score=float(scores[i]),
+            rank=r + 1,
+            text=texts[i],
+            id=ids[i],
+            metadata=metadata[i],
+            relevance_score=None if relevance is None else float(relevance[i]),
+        )
         for r, i in enumerate(order)
     )
     return RankedList(query, ranked)

@@ -4,7 +4,8 @@ For each head and signal token, a softmax over every document token of every doc
 heads and signal tokens, summed per document, is the score: N shares that sum to 1. A head selection
 (`BlockRankConfig.head_weights`) replaces the mean over heads by weights, possibly over several layers.
 `read_scores` is the one entry point (torch, or the fused Triton kernel that never forms the probabilities);
-`document_log_mass` gives the same quantity per document as log-sum-exps, which the chunked path merges.
+`document_log_mass` gives the same quantity per document as log-sum-exps, which the chunked path merges, and
+with `prefix_log_mass` the list-independent `relevance_logits` (docs/design.md §4, "Relevance").
 """
 
 from __future__ import annotations
@@ -111,6 +112,25 @@ def document_log_mass(
         2, owner, (logits - peak[:, :, owner]).exp()
     )
     return peak + total.log()
+
+
+def prefix_log_mass(signal_queries: torch.Tensor, prefix_keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """Per head and signal token, the log-sum-exp of the logits over the prefix's keys (the instruction every block
+    sees): the content-free reference block that relevance is measured against. Shapes: (H, S, D), (Hkv, P, D) ->
+    (H, S)."""
+    return signal_logits(signal_queries, prefix_keys, scale).logsumexp(dim=-1)
+
+
+def relevance_logits(
+    document_lse: torch.Tensor, prefix_lse: torch.Tensor, head_weights: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Per document, mean over signal tokens and heads (or weighted by `head_weights`) of its log-mass relative
+    to the prefix's, log(mass_doc / mass_prefix): unlike a share it has no term for the other documents, so it
+    barely moves with the list. Shapes: (H, S, N), (H, S) -> (N,)."""
+    ratio = (document_lse - prefix_lse[..., None]).mean(dim=1)  # (H, S, N) -> (H, N)
+    if head_weights is None:
+        return ratio.mean(dim=0)
+    return (ratio * head_weights.to(ratio)[:, None]).sum(dim=0)  # (H, N) -> (N,)
 
 
 def shares_from_log_mass(document_lse: torch.Tensor, head_weights: Optional[torch.Tensor] = None) -> torch.Tensor:

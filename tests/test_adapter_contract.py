@@ -64,6 +64,10 @@ class Driver:
     def id_and_score(self, item) -> tuple[str, float]:
         raise NotImplementedError
 
+    def relevance(self, item) -> float:
+        """The calibrated relevance score the adapter reports for one output document."""
+        raise NotImplementedError
+
     def held(self, adapter) -> Optional[BlockRank]:
         """The ranker the adapter holds now, without loading one."""
         raise NotImplementedError
@@ -105,7 +109,10 @@ class LangChain(Driver):
         return adapter.acompress_documents(documents, query)
 
     def id_and_score(self, item):
-        return item.id, item.metadata["relevance_score"]
+        return item.id, item.metadata["blockrank_share"]
+
+    def relevance(self, item):
+        return item.metadata["relevance_score"]
 
     def held(self, adapter):
         return adapter.ranker
@@ -145,6 +152,9 @@ class LlamaIndex(Driver):
     def id_and_score(self, item):
         return item.node.node_id, item.score
 
+    def relevance(self, item):
+        return item.node.metadata["relevance_score"]
+
     def held(self, adapter):
         return adapter._ranker
 
@@ -182,6 +192,9 @@ class Haystack(Driver):
     def id_and_score(self, item):
         return item.id, item.score
 
+    def relevance(self, item):
+        return item.meta["relevance_score"]
+
     def held(self, adapter):
         return adapter._ranker
 
@@ -207,6 +220,22 @@ def test_adapter_ranks_like_the_core_object(driver, default_ranker):
     assert [i for i, _ in out] == [f"d{d.index}" for d in expected]
     assert all(type(s) is float for _, s in out)
     assert [s for _, s in out] == pytest.approx([d.score for d in expected], abs=1e-6)
+
+
+def test_adapter_score_threshold_keeps_what_the_core_keeps_and_reports_its_relevance(driver, default_ranker):
+    full = default_ranker.rerank(QUERY, TEXTS)
+    relevance = sorted(d.relevance_score for d in full)
+    threshold = (relevance[len(relevance) // 2 - 1] + relevance[len(relevance) // 2]) / 2  # keeps about half
+    expected = default_ranker.rerank(QUERY, TEXTS, score_threshold=threshold)
+    assert 0 < len(expected) < len(TEXTS)
+    adapter = build(driver, driver.keep_all, ranker=default_ranker, score_threshold=threshold)
+    result = driver.rerank(adapter, QUERY, driver.documents(TEXTS))
+    assert [i for i, _ in driver.ranked(result)] == [f"d{d.index}" for d in expected]
+    got = [driver.relevance(item) for item in driver.items(result)]
+    assert got == pytest.approx([d.relevance_score for d in expected], abs=1e-6)
+    assert all(type(r) is float and r >= threshold for r in got)
+    with pytest.raises((ValueError, TypeError)):
+        build(driver, ranker=default_ranker, score_threshold=float("nan"))
 
 
 def test_adapter_returns_scored_copies_best_first_and_leaves_inputs_untouched(driver, default_ranker):

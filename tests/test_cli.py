@@ -35,6 +35,20 @@ def test_rerank_command_prints_ranked_jsonl(tmp_path, capsys, default_ranker):
     assert {line["id"] for line in lines} <= {"a", "b", "c"}
 
 
+def test_rerank_score_threshold_prints_only_documents_at_or_above_it(tmp_path, capsys, default_ranker):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "Cats are felines."}\n{"id": "b", "text": "Stocks fell."}\n')
+    assert main(["rerank", "-q", "what is a cat", "-i", str(docs)]) == 0
+    every = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(0 < line["relevance_score"] < 1 for line in every)
+    threshold = max(line["relevance_score"] for line in every)
+    assert main(["rerank", "-q", "what is a cat", "-i", str(docs), "--score-threshold", str(threshold)]) == 0
+    kept = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in kept] == [max(every, key=lambda line: line["relevance_score"])["id"]]
+    assert main(["rerank", "-q", "q", "-i", str(docs), "--score-threshold", "nan"]) == 2
+    assert "--score-threshold" in capsys.readouterr().err
+
+
 def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     docs = tmp_path / "docs.jsonl"
     docs.write_text('"x"\n')

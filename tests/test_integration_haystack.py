@@ -53,7 +53,10 @@ def test_pipeline_ranks_like_the_core_object(default_ranker):
     assert [d.id for d in ranked] == [retrieved[d.index].id for d in expected]
     assert all(type(d.score) is float for d in ranked)
     assert [d.score for d in ranked] == pytest.approx([d.score for d in expected], abs=1e-6)
-    assert all(d.meta == {"title": d.id.replace("d", "T")} for d in ranked)
+    relevance = [d.relevance_score for d in expected]
+    assert [d.meta for d in ranked] == [
+        {"title": d.id.replace("d", "T"), "relevance_score": r} for d, r in zip(ranked, relevance)
+    ]
 
 
 def test_run_time_top_k_overrides_the_init_value_and_documents_need_text(default_ranker):

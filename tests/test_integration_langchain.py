@@ -47,7 +47,10 @@ def test_compression_retriever_ranks_like_the_core_object(default_ranker, base_r
 
     assert [d.id for d in out] == [retrieved[d.index].id for d in expected]
     assert all(type(d.metadata["relevance_score"]) is float for d in out)
-    assert [d.metadata["relevance_score"] for d in out] == pytest.approx([d.score for d in expected], abs=1e-6)
+    assert [d.metadata["blockrank_share"] for d in out] == pytest.approx([d.score for d in expected], abs=1e-6)
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx(
+        [d.relevance_score for d in expected], abs=1e-6
+    )
     assert all(d.metadata["source"] == "demo" for d in out)  # the caller's metadata is kept
 
 
@@ -62,9 +65,12 @@ def test_async_matches_sync_and_leaves_the_event_loop_free(default_ranker, base_
     assert_event_loop_was_free(ticks, elapsed)
 
 
-def test_metadata_fields_join_the_scored_text_as_haystack_does(default_ranker):
+def test_metadata_fields_join_the_scored_text_as_haystack_and_llamaindex_do(default_ranker):
     from haystack import Document as HaystackDocument
     from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from blockrank_rerank.integrations.llamaindex import BlockRankReranker
 
     from blockrank_rerank.integrations.haystack import BlockRankRanker
     from blockrank_rerank.integrations.langchain import BlockRankRerank
@@ -79,7 +85,18 @@ def test_metadata_fields_join_the_scored_text_as_haystack_does(default_ranker):
     haystack = BlockRankRanker(ranker=default_ranker, top_k=3, meta_fields_to_embed=["title"]).run(
         query, [HaystackDocument(content=t, meta={"title": h, "i": i}) for i, (t, h) in enumerate(zip(texts, titles))]
     )["documents"]
-    assert [d.metadata["i"] for d in ranked] == [d.meta["i"] for d in haystack]
-    assert [d.metadata["relevance_score"] for d in ranked] == pytest.approx([d.score for d in haystack], abs=1e-6)
+    llama = BlockRankReranker(ranker=default_ranker, top_n=3, metadata_fields_to_embed=["title"]).postprocess_nodes(
+        [
+            NodeWithScore(node=TextNode(text=t, metadata={"title": h, "i": i}))
+            for i, (t, h) in enumerate(zip(texts, titles))
+        ],
+        query_str=query,
+    )
+    assert [d.metadata["i"] for d in ranked] == [d.meta["i"] for d in haystack] == [n.node.metadata["i"] for n in llama]
+    assert [n.score for n in llama] == pytest.approx([d.score for d in haystack], abs=1e-6)
+    assert [d.metadata["blockrank_share"] for d in ranked] == pytest.approx([d.score for d in haystack], abs=1e-6)
+    assert [d.metadata["relevance_score"] for d in ranked] == pytest.approx(
+        [d.meta["relevance_score"] for d in haystack], abs=1e-6
+    )
     core = default_ranker.score(query, [{"text": t, "title": h} for t, h in zip(texts, titles)])
-    assert sorted(core, reverse=True) == pytest.approx([d.metadata["relevance_score"] for d in ranked], abs=1e-6)
+    assert sorted(core, reverse=True) == pytest.approx([d.metadata["blockrank_share"] for d in ranked], abs=1e-6)

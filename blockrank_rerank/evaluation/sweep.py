@@ -47,7 +47,7 @@ def scores_per_layer(
             results[index] = head_document_shares(attention, owner, layout.num_documents).cpu()
         else:
             fused = engine.backend == "triton"
-            results[index] = stream.read_scores(layer, engine.config.num_signal_tokens, fused=fused).cpu()
+            results[index] = stream.read(layer, engine.config.num_signal_tokens, fused=fused).shares.cpu()
 
     with engine.lock, torch.inference_mode(), engine.precision():
         run_layers(decoder, PackedStream.start(decoder, plan, engine.backend), wanted[-1], read_layer)

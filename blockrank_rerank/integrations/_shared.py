@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.loading import EMBEDDED_DEFAULT, model_settings, require_available
 from blockrank_rerank.reranker import BlockRank
+from blockrank_rerank.results import RankedDocument
 
 _rankers: "weakref.WeakValueDictionary[tuple[str, BlockRankConfig], BlockRank]" = weakref.WeakValueDictionary()
 _lock = threading.Lock()
@@ -90,3 +91,9 @@ def check_ranker_arguments(
 def config_fields(config: BlockRankConfig) -> dict[str, Any]:
     """Every field of `config` as plain values, for serialising an adapter that wraps a caller's ranker."""
     return {**dataclasses.asdict(config), "head_weights": config.head_weights_dict()}
+
+
+def relevance_of(document: RankedDocument) -> float:
+    """What an adapter reports as "relevance_score" and filters by `score_threshold`: the calibrated relevance
+    score, or the score for a mode without one (ICR)."""
+    return float(document.score if document.relevance_score is None else document.relevance_score)

@@ -14,10 +14,17 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Union
 
 from blockrank_rerank.config import BlockRankConfig
-from blockrank_rerank.inputs import check_top_k
+from blockrank_rerank.inputs import check_score_threshold, check_top_k
 from blockrank_rerank.reranker import BlockRank
 
-from ._shared import check_ranker_arguments, config_fields, missing_framework, resolve_config, shared_ranker
+from ._shared import (
+    check_ranker_arguments,
+    config_fields,
+    missing_framework,
+    relevance_of,
+    resolve_config,
+    shared_ranker,
+)
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
@@ -29,8 +36,9 @@ except ImportError as error:
 @component
 class BlockRankRanker:
     """Ranks Documents by BlockRank score and returns scored copies (`Document.score`, a float in [0, 1]
-    summing to 1 over one call; ICR mode: calibrated attention mass), best first, cut to `top_k`. Inputs are
-    never modified.
+    summing to 1 over one call; ICR mode: calibrated attention mass), best first, cut to `top_k`, each with
+    `meta["relevance_score"]`, the calibrated per-document relevance in [0, 1] that `score_threshold` filters on
+    (documents below it are dropped). Inputs are never modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
@@ -49,12 +57,14 @@ class BlockRankRanker:
         meta_fields_to_embed: Optional[List[str]] = None,
         ranker: Optional[BlockRank] = None,
         device: Optional[Union[str, "ComponentDevice"]] = None,
+        score_threshold: Optional[float] = None,
     ) -> None:
         if device is not None and not isinstance(device, str):  # haystack.utils.ComponentDevice, as its rankers take
             device = device.to_torch_str()
         check_ranker_arguments(ranker, model, scoring_mode, config, device)
         self.device = device
         self.top_k = check_top_k(top_k)
+        self.score_threshold = check_score_threshold(score_threshold)
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.model = ranker.engine.name if ranker is not None else model
         self.scoring_mode = scoring_mode
@@ -88,6 +98,7 @@ class BlockRankRanker:
             config=self.config,
             meta_fields_to_embed=self.meta_fields_to_embed,
             device=self.device,
+            score_threshold=self.score_threshold,
         )
 
     @classmethod
@@ -103,21 +114,43 @@ class BlockRankRanker:
         return {"text": document.content, "title": title}
 
     @component.output_types(documents=List[Document])
-    def run(self, query: str, documents: List[Document], top_k: Optional[int] = None) -> Dict[str, List[Document]]:
-        """Scored copies of `documents`, best first; `top_k` (else the init value; None: all) caps the count."""
+    def run(
+        self,
+        query: str,
+        documents: List[Document],
+        top_k: Optional[int] = None,
+        score_threshold: Optional[float] = None,
+    ) -> Dict[str, List[Document]]:
+        """Scored copies of `documents`, best first; `top_k` and `score_threshold` (else the init values; None:
+        all) cap the count."""
         top_k = self.top_k if top_k is None else check_top_k(top_k)
+        threshold = self.score_threshold if score_threshold is None else check_score_threshold(score_threshold)
         if not documents:
             return {"documents": []}
-        ranked = self._get_ranker().rerank(query, [self._content(d) for d in documents], top_k=top_k)
-        return {"documents": [dataclasses.replace(documents[d.index], score=float(d.score)) for d in ranked]}
+        contents = [self._content(d) for d in documents]
+        ranked = self._get_ranker().rerank(query, contents, top_k=top_k, score_threshold=threshold)
+        return {
+            "documents": [
+                dataclasses.replace(
+                    documents[d.index],
+                    score=float(d.score),
+                    meta={**documents[d.index].meta, "relevance_score": relevance_of(d)},
+                )
+                for d in ranked
+            ]
+        }
 
     @component.output_types(documents=List[Document])
     async def run_async(
-        self, query: str, documents: List[Document], top_k: Optional[int] = None
+        self,
+        query: str,
+        documents: List[Document],
+        top_k: Optional[int] = None,
+        score_threshold: Optional[float] = None,
     ) -> Dict[str, List[Document]]:
         """`run` in a worker thread, so the forward pass never blocks the event loop (the model runs one call at
         a time)."""
-        return await asyncio.to_thread(self.run, query, documents, top_k)
+        return await asyncio.to_thread(self.run, query, documents, top_k, score_threshold)
 
 
 __all__ = ["BlockRankRanker"]

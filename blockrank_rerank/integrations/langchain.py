@@ -10,9 +10,17 @@ Needs `pip install "blockrank-rerank[langchain]"` (langchain-core 1.x).
 from typing import Any, Dict, List, Optional, Sequence
 
 from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.inputs import check_score_threshold
 from blockrank_rerank.reranker import BlockRank
 
-from ._shared import check_model_available, check_ranker_arguments, missing_framework, resolve_config, shared_ranker
+from ._shared import (
+    check_model_available,
+    check_ranker_arguments,
+    missing_framework,
+    relevance_of,
+    resolve_config,
+    shared_ranker,
+)
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -24,9 +32,10 @@ except ImportError as error:
 
 
 class BlockRankRerank(BaseDocumentCompressor):
-    """Reorders documents by BlockRank score, keeps `top_n` (None: all) and puts the score in
-    `metadata["relevance_score"]` (a float in [0, 1], one call's scores summing to 1; ICR mode: calibrated
-    attention mass). Inputs are not modified.
+    """Reorders documents by BlockRank score (its share of the attention, in `metadata["blockrank_share"]`, one
+    call's shares summing to 1), keeps `top_n` (None: all) and puts the calibrated per-document relevance in
+    `metadata["relevance_score"]` (in [0, 1], as Cohere's; ICR mode: the calibrated attention mass), which
+    `score_threshold` filters on. Inputs are not modified.
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
@@ -48,6 +57,8 @@ class BlockRankRerank(BaseDocumentCompressor):
     """Other BlockRankConfig fields."""
     device: Optional[str] = None
     """Torch device ("cpu", "cuda", "cuda:1"); None: the config's, else auto (cuda, then mps, then cpu)."""
+    score_threshold: Optional[float] = None
+    """Drop documents whose relevance_score is below this; None keeps them all."""
     metadata_fields_to_embed: List[str] = Field(default_factory=list)
     """Metadata keys whose values join the scored text as its title (as Haystack's `meta_fields_to_embed`);
     empty: `page_content` alone."""
@@ -55,6 +66,7 @@ class BlockRankRerank(BaseDocumentCompressor):
     _config: BlockRankConfig = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
+        self.score_threshold = check_score_threshold(self.score_threshold)
         check_ranker_arguments(self.ranker, self.model, self.scoring_mode, self.config, self.device)
         check_model_available(self.model if self.ranker is None else None)
         self._config = (
@@ -80,13 +92,21 @@ class BlockRankRerank(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
     ) -> Sequence[Document]:
-        """Copies of `documents`, best first, cut to `top_n`, each with `metadata["relevance_score"]`."""
+        """Copies of `documents`, best first, cut to `top_n` and `score_threshold`, each with
+        `metadata["relevance_score"]` and `metadata["blockrank_share"]`."""
         if not documents:
             return []
-        ranked = self._get_ranker().rerank(query, [self._content(d) for d in documents], top_k=self.top_n)
+        contents = [self._content(d) for d in documents]
+        ranked = self._get_ranker().rerank(query, contents, top_k=self.top_n, score_threshold=self.score_threshold)
         return [
             documents[d.index].model_copy(
-                update={"metadata": {**documents[d.index].metadata, "relevance_score": float(d.score)}}
+                update={
+                    "metadata": {
+                        **documents[d.index].metadata,
+                        "relevance_score": relevance_of(d),
+                        "blockrank_share": float(d.score),
+                    }
+                }
             )
             for d in ranked
         ]

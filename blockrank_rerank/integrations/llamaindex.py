@@ -9,6 +9,7 @@ Needs `pip install "blockrank-rerank[llamaindex]"` (llama-index-core 0.14).
 from typing import Any, Dict, List, Optional
 
 from blockrank_rerank.config import BlockRankConfig
+from blockrank_rerank.inputs import check_score_threshold
 from blockrank_rerank.loading import EMBEDDED_DEFAULT
 from blockrank_rerank.reranker import BlockRank
 
@@ -17,6 +18,7 @@ from ._shared import (
     check_ranker_arguments,
     config_fields,
     missing_framework,
+    relevance_of,
     resolve_config,
     shared_ranker,
 )
@@ -36,7 +38,9 @@ dispatcher = get_dispatcher(__name__)
 
 class BlockRankReranker(BaseNodePostprocessor):
     """Reorders retrieved nodes by BlockRank score and keeps `top_n` (scores: floats in [0, 1], one call's summing
-    to 1; ICR mode: calibrated attention mass).
+    to 1; ICR mode: calibrated attention mass). Each returned node is a copy whose metadata holds
+    "relevance_score", the calibrated per-document relevance in [0, 1] that `score_threshold` filters on (kept out
+    of the text embedded or sent to the LLM).
 
     Pass a ready `ranker` to share one loaded model, or `model` (None: the embedded offline default),
     `scoring_mode` (a name of `blockrank_rerank.modes.SCORING_MODES`: "blockrank", "full", "icr") and `config`
@@ -55,6 +59,16 @@ class BlockRankReranker(BaseNodePostprocessor):
     keep_retrieval_score: bool = Field(
         default=False, description="Keep each node's incoming score in its metadata as 'retrieval_score'."
     )
+    score_threshold: Optional[float] = Field(
+        default=None, description="Drop nodes whose relevance_score is below this; None keeps them all."
+    )
+    metadata_fields_to_embed: Optional[List[str]] = Field(
+        default=None,
+        description=(
+            "Metadata keys whose values are scored as the node's title before its text, as the LangChain and "
+            "Haystack adapters do (the same documents then rank the same in all three); None: `metadata_mode`."
+        ),
+    )
 
     _ranker: Optional[BlockRank] = PrivateAttr(default=None)
     _config: BlockRankConfig = PrivateAttr()
@@ -70,6 +84,8 @@ class BlockRankReranker(BaseNodePostprocessor):
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         device: Optional[str] = None,
         keep_retrieval_score: bool = False,
+        score_threshold: Optional[float] = None,
+        metadata_fields_to_embed: Optional[List[str]] = None,
         callback_manager: Optional[CallbackManager] = None,
     ) -> None:
         check_ranker_arguments(ranker, model, scoring_mode, config, device)
@@ -83,6 +99,8 @@ class BlockRankReranker(BaseNodePostprocessor):
             metadata_mode=metadata_mode,
             device=device,
             keep_retrieval_score=keep_retrieval_score,
+            score_threshold=check_score_threshold(score_threshold),
+            metadata_fields_to_embed=None if metadata_fields_to_embed is None else list(metadata_fields_to_embed),
             callback_manager=callback_manager or CallbackManager(),
         )
         self._ranker = ranker
@@ -109,7 +127,7 @@ class BlockRankReranker(BaseNodePostprocessor):
         if not nodes:
             dispatcher.event(ReRankEndEvent(nodes=[]))
             return []
-        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        texts = [self._content(n) for n in nodes]
         payload = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: model_name,
@@ -117,22 +135,37 @@ class BlockRankReranker(BaseNodePostprocessor):
             EventPayload.TOP_K: self.top_n,
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranked = self.ranker.rerank(query_bundle.query_str, texts, top_k=self.top_n)
-            reranked = [NodeWithScore(node=self._output_node(nodes[d.index]), score=float(d.score)) for d in ranked]
+            ranked = self.ranker.rerank(
+                query_bundle.query_str, texts, top_k=self.top_n, score_threshold=self.score_threshold
+            )
+            reranked = [
+                NodeWithScore(node=self._output_node(nodes[d.index], relevance_of(d)), score=float(d.score))
+                for d in ranked
+            ]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
 
-    def _output_node(self, scored: NodeWithScore) -> Any:
-        """The node to return: the caller's own, or with `keep_retrieval_score` a copy whose metadata holds the
-        incoming score as "retrieval_score" (kept out of the text embedded or sent to the LLM)."""
-        if not self.keep_retrieval_score:
-            return scored.node
+    def _content(self, scored: NodeWithScore) -> Any:
+        """What is scored: the node's text with `metadata_mode`'s metadata, or with `metadata_fields_to_embed` its
+        bare text titled by those fields' values."""
+        if self.metadata_fields_to_embed is None:
+            return scored.node.get_content(metadata_mode=self.metadata_mode)
+        metadata = scored.node.metadata
+        title = " ".join(str(metadata[k]) for k in self.metadata_fields_to_embed if metadata.get(k) not in (None, ""))
+        text = scored.node.get_content(metadata_mode=MetadataMode.NONE)
+        return {"text": text, "title": title} if title else text
+
+    def _output_node(self, scored: NodeWithScore, relevance: float) -> Any:
+        """A copy of the node whose metadata holds "relevance_score" and, with `keep_retrieval_score`, the incoming
+        score as "retrieval_score", both kept out of the text embedded or sent to the LLM."""
         node = scored.node.model_copy(deep=True)
-        node.metadata["retrieval_score"] = scored.score
+        added = {"relevance_score": relevance}
+        if self.keep_retrieval_score:
+            added["retrieval_score"] = scored.score
+        node.metadata.update(added)
         for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-            if "retrieval_score" not in excluded:
-                excluded.append("retrieval_score")
+            excluded.extend(key for key in added if key not in excluded)
         return node
 
 
