@@ -249,13 +249,40 @@ def require_available(name: str, context: str = "", **from_pretrained_kwargs: An
         if name not in (EMBEDDED_BASE, EMBEDDED_TRAINED):
             raise ValueError(f"{context}unknown embedded model {name!r}; known: {EMBEDDED_BASE}, {EMBEDDED_TRAINED}")
         return
-    if local_directory(name) or not hub_offline() or in_hub_cache(name, **from_pretrained_kwargs):
+    if local_directory(name) or in_hub_cache(name, **from_pretrained_kwargs):
+        return
+    if not hub_offline():
+        require_on_hub(name, context, from_pretrained_kwargs.get("revision"), from_pretrained_kwargs.get("token"))
         return
     raise OSError(
         f"{context}{name!r} is neither a local directory nor in the Hugging Face cache, "
         "and HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE "
         "is set, so it cannot be downloaded: download it while online or pass a local path"
     )
+
+
+HUB_CHECK_TIMEOUT_S = 10.0  # the existence check must not hang a constructor; a slow hub defers to the load
+
+
+def require_on_hub(name: str, context: str = "", revision: Optional[str] = None, token: Any = None) -> None:
+    """OSError when the Hugging Face Hub answers that model `name` does not exist (or is private and no token gives
+    access); any other outcome (found, gated, the hub unreachable or slow) leaves the verdict to the load itself."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        HfApi().model_info(name, revision=revision, token=token, timeout=HUB_CHECK_TIMEOUT_S)
+    except GatedRepoError:  # exists; access is the load's business
+        return
+    except (RepositoryNotFoundError, HFValidationError) as error:
+        raise OSError(
+            f"{context}{name!r} is not a local directory and the Hugging Face Hub has no model by that id "
+            "(or it is private: log in with `hf auth login` or pass token=)"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise OSError(f"{context}{name!r} has no revision {revision!r} on the Hugging Face Hub") from error
+    except Exception as error:  # network down, timeout, server error: not a verdict on the model
+        logger.info("could not ask the Hugging Face Hub about %r (%s); it is checked when it loads", name, error)
 
 
 def local_directory(name: str) -> bool:

@@ -7,6 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import http.server
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -201,14 +204,68 @@ def test_uncached_hub_model_fails_fast_when_offline(tmp_path, monkeypatch, varia
     assert time.perf_counter() - start < 5
 
 
-def test_hub_ids_are_left_to_transformers_when_online(monkeypatch):
+class HubStandIn(http.server.BaseHTTPRequestHandler):
+    """Answers `GET /api/models/<id>` as the Hugging Face Hub does: 200 with the model's info for KNOWN, else 404
+    with the hub's `X-Error-Code: RepoNotFound` header (the real hub is out of reach here)."""
+
+    KNOWN = "quicktensor/blockrank-msmarco-mistral-7b"
+
+    def do_GET(self) -> None:
+        found = self.path.split("?")[0].rstrip("/").endswith(self.KNOWN)
+        body = json.dumps({"id": self.KNOWN} if found else {"error": "Repository not found"}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        if not found:
+            self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def online_hub(monkeypatch):
+    """Online mode with the hub endpoint pointed at a `HubStandIn` on a loopback port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(
-        "huggingface_hub.try_to_load_from_cache", lambda *a, **k: pytest.fail("no cache lookup when online")
-    )
-    require_available("quicktensor/blockrank-msmarco-mistral-7b")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    yield
+    server.shutdown()
+
+
+def test_an_online_hub_id_that_does_not_exist_fails_before_loading(online_hub):
+    require_available(HubStandIn.KNOWN)  # exists: left to the load
+    with pytest.raises(OSError, match="Hub has no model by that id"):
+        require_available("blockrank-tests/no-such-model", "model=")
+    with pytest.raises(OSError, match="Hub has no model by that id"):
+        load_model_and_tokenizer("blockrank-tests/no-such-model", torch.float32, "cpu")
+
+
+def test_an_adapter_with_an_online_hub_id_that_does_not_exist_fails_at_construction(online_hub):
+    pytest.importorskip("langchain_core")
+    from blockrank_rerank.integrations.langchain import BlockRankRerank
+
+    with pytest.raises(OSError, match="model=.*Hub has no model by that id"):
+        BlockRankRerank(model="blockrank-tests/no-such-model")
+
+
+def test_an_unreachable_hub_leaves_the_verdict_to_the_load(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with socket.socket() as closed:  # a port nothing listens on: connection refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    require_available("blockrank-tests/unreachable-model")
+    assert time.perf_counter() - start < 5
 
 
 # Items 4 and 9: devices

@@ -50,7 +50,8 @@ def resolve_config(
 
 def check_model_available(model: Optional[str]) -> None:
     """Fail at an adapter's construction, not at its first query, on a model that cannot load here (an unknown
-    embedded name; with the hub offline, a name neither local nor cached). Online hub ids are checked at load."""
+    embedded name; with the hub offline, a name neither local nor cached; online, an id the Hugging Face Hub says
+    does not exist). A hub that cannot be reached leaves the verdict to the load."""
     if model is not None:
         require_available(str(model), "model=")
 
