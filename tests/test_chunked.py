@@ -28,7 +28,7 @@ def test_chunked_equals_one_shot(family, peaked):
     for chunk_tokens in (1, 13, 40, 10_000):
         for spill in (False, True):
             with torch.no_grad():
-                scores = chunked_scores(model, layout, SCORING_LAYER, 2, chunk_tokens, spill=spill)
+                scores = chunked_scores(model, layout, SCORING_LAYER, 2, chunk_tokens, spill=spill).shares
             torch.testing.assert_close(scores, one_shot, atol=1e-5, rtol=0)
     if peaked:
         assert float(one_shot.max() - one_shot.min()) > 0.05, "peaked model should not score uniformly"
@@ -39,7 +39,7 @@ def test_chunked_equals_dense_reference_with_one_signal_token_and_a_deep_layer()
     layout = build_layout(random_prompt(11, seed=9), query_position_offset=16384)
     expected, _ = dense_reference(model, layout, 4, 1)
     with torch.no_grad():
-        scores = chunked_scores(model, layout, 4, 1, 20, max_rows=16)
+        scores = chunked_scores(model, layout, 4, 1, 20, max_rows=16).shares
     torch.testing.assert_close(scores, expected, atol=1e-4, rtol=0)
 
 
@@ -50,8 +50,8 @@ def test_a_chunk_left_out_of_the_merge_would_be_caught():
     layout = build_layout(prompt, query_position_offset=16384)
     fewer = build_layout(dataclasses.replace(prompt, documents=prompt.documents[:6]), query_position_offset=16384)
     with torch.no_grad():
-        full = chunked_scores(model, layout, SCORING_LAYER, 2, 30)[:6]
-        partial = chunked_scores(model, fewer, SCORING_LAYER, 2, 30)
+        full = chunked_scores(model, layout, SCORING_LAYER, 2, 30).shares[:6]
+        partial = chunked_scores(model, fewer, SCORING_LAYER, 2, 30).shares
     assert float((full / full.sum() - partial).abs().max()) > 1e-3
 
 

@@ -105,6 +105,7 @@ def test_serialised_form_is_pinned(default_ranker):
             "config": {"max_block_tokens": 128},
             "meta_fields_to_embed": ["title"],
             "device": None,
+            "score_threshold": None,
         },
     }
     wrapped = BlockRankRanker(ranker=default_ranker).to_dict()["init_parameters"]

@@ -56,10 +56,10 @@ def test_mixed_precision_scores_are_close_to_fp32_and_fp32_where_they_are_read()
     mixed = BlockRank(model, None, BlockRankConfig(device="cpu", dtype="bfloat16-mixed"))
     prompt = build_layout(random_prompt(8, seed=3), query_position_offset=16384)  # the tiny model has no tokenizer
     with exact.engine.precision():
-        reference = exact.engine.mode.score(exact.engine, prompt)
+        reference = exact.engine.mode.score(exact.engine, prompt).shares
     with mixed.engine.precision():
         assert torch.is_autocast_enabled("cpu")
-        approximate = mixed.engine.mode.score(mixed.engine, prompt)
+        approximate = mixed.engine.mode.score(mixed.engine, prompt).shares
     assert approximate.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32
     assert float(approximate.sum()) == pytest.approx(1.0, abs=1e-5)
     assert torch.allclose(approximate, reference, atol=2e-2) and not torch.equal(approximate, reference)

@@ -79,6 +79,6 @@ def test_chunked_matches_one_shot_on_the_real_model(default_ranker, dl19):
     qid = list(dl19.queries)[2]
     layout = default_ranker.engine.layout(dl19.queries[qid], [c.text for c in dl19.candidates[qid][:50]])
     with torch.inference_mode():
-        got = chunked_scores(default_ranker.engine.model, layout, default_ranker.engine.scoring_layer, 2, 1200)
+        got = chunked_scores(default_ranker.engine.model, layout, default_ranker.engine.scoring_layer, 2, 1200).shares
     expected = default_ranker.engine.score_layout(layout)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -91,7 +91,11 @@ def check_ranker_arguments(
 
 def config_fields(config: BlockRankConfig) -> dict[str, Any]:
     """Every field of `config` as plain values, for serialising an adapter that wraps a caller's ranker."""
-    return {**dataclasses.asdict(config), "head_weights": config.head_weights_dict()}
+    return {
+        **dataclasses.asdict(config),
+        "head_weights": config.head_weights_dict(),
+        "relevance_calibration": list(config.relevance_calibration),  # a list, as JSON and YAML store it
+    }
 
 
 def relevance_of(document: RankedDocument) -> float:
