@@ -8,38 +8,15 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 
 from blockrank_rerank.batch import BatchQuery
+from conftest import save_tiny_model  # noqa: F401  (re-exported for the batch tests)
 
 WORDS = (
     "tide moon ocean gravity pull water coast storm river delta cat feline whisker purr stock market fell rose bond "
     "yield protein enzyme cell membrane volcano lava ash eruption planet orbit comet solar wind turbine energy grid"
 ).split()
 TOLERANCE = 1e-6
-
-
-def save_tiny_model(folder: Path) -> Path:
-    """A random 3-layer Llama with the embedded tokenizer, saved so that any process can load it by path."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from blockrank_rerank.loading import embedded_default_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_default_dir()))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def synthetic_queries(count: int, documents: int = 6, seed: int = 0) -> list[BatchQuery]:

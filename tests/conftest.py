@@ -73,6 +73,29 @@ def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int
     return model
 
 
+def save_tiny_model(folder: Path) -> Path:
+    """A random 3-layer Llama with the embedded tokenizer, saved so that any process can load it by path."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from blockrank_rerank.loading import embedded_default_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_default_dir()))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def random_prompt(num_documents: int, seed: int = 0, vocab: int = 97, max_len: int = 12) -> TokenizedPrompt:
     """Random token blocks with uneven document lengths (1..max_len tokens)."""
     g = torch.Generator().manual_seed(seed)

@@ -28,6 +28,8 @@ from blockrank_rerank.loading import (
     staging_prefix,
 )
 
+from conftest import save_tiny_model
+
 SETTINGS = {"scoring_layer": 2, "num_signal_tokens": 2, "query_position_offset": 16384, "max_block_tokens": 160}
 
 
@@ -42,24 +44,7 @@ def write_record(folder: Path, record: object) -> Path:
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random Llama with the embedded tokenizer, saved as a local model."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_default_dir()))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_base") / "base"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_base") / "base")
 
 
 def save_adapter(base: Path, folder: Path) -> dict[str, torch.Tensor]:
