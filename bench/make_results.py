@@ -322,7 +322,8 @@ def relevance_section() -> list[str]:
     return [
         "## Thresholdable relevance scores (`relevance_score`, `score_threshold`)",
         "",
-        f"`relevance_score = sigmoid({slope:.3f} · logit + {intercept:.3f})`, the logit being a document's attention",
+        f"`relevance_score = sigmoid({slope:.3f} · logit {'+' if intercept >= 0 else '-'} {abs(intercept):.3f})`, "
+        "the logit being a document's attention",
         "log-mass relative to the prefix's (design.md §4), calibrated by logistic regression on the judged documents",
         f"of {dev['queries']} DL21 queries (dev) at top-{dev['depth']}; the threshold {dev['threshold']:.3f} "
         f"maximises F1 there (dev: precision {dev['dev']['precision']:.3f}, recall {dev['dev']['recall']:.3f}).",
@@ -337,6 +338,7 @@ def relevance_section() -> list[str]:
         f"| precision at threshold {test['threshold']:.3f}, top-{max(test['sizes'])} | {at['precision']:.3f} |",
         f"| recall at threshold {test['threshold']:.3f}, top-{max(test['sizes'])} | {at['recall']:.3f} |",
         f"| documents kept / judged | {at['kept']} / {at['judged']} |",
+        f"| precision keeping every judged document (the base rate) | {at['precision_keeping_all']:.3f} |",
         "",
         f"Fixed documents: the first {test['fixed_documents_per_query']} BM25 candidates of each query, present in "
         "every list size. Commands: `bench/relevance.py` (collect, fit, report).",

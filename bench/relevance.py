@@ -121,7 +121,16 @@ def precision_recall(scores: torch.Tensor, labels: torch.Tensor, threshold: floa
     precision = true_positives / max(1, int(kept.sum()))
     recall = true_positives / max(1, int((labels > 0).sum()))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "kept": int(kept.sum()), "judged": len(labels)}
+    relevant = int((labels > 0).sum())
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "kept": int(kept.sum()),
+        "judged": len(labels),
+        "relevant": relevant,
+        "precision_keeping_all": relevant / max(1, len(labels)),
+    }
 
 
 def fit(args: argparse.Namespace) -> None:
