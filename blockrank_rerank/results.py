@@ -23,6 +23,12 @@ class RankedDocument:
     # thresholded (None for methods without one); `score` stays the share
     relevance_score: Optional[float] = None
 
+    @property
+    def thresholded_score(self) -> float:
+        """What `score_threshold` compares and what adapters and the server report as relevance: the relevance
+        score, or the score for a method without one (ICR, the baselines)."""
+        return float(self.score if self.relevance_score is None else self.relevance_score)
+
 
 @dataclass(frozen=True)
 class RankedList:
@@ -83,7 +89,7 @@ def rank_documents(
     """Sort by score, best first, ties broken by input index; keep the documents whose relevance score (the score
     when there is none) reaches `score_threshold`; cut to `top_k`."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    if score_threshold is not None:
+    if score_threshold is not None:  # on what `RankedDocument.thresholded_score` reports
         kept = scores if relevance is None else relevance
         order = [i for i in order if kept[i] >= score_threshold]
     if top_k is not None:

@@ -15,7 +15,6 @@ from typing import Any, Mapping, Optional
 from blockrank_rerank.config import BlockRankConfig
 from blockrank_rerank.loading import EMBEDDED_DEFAULT, model_settings, require_available
 from blockrank_rerank.reranker import BlockRank
-from blockrank_rerank.results import RankedDocument
 
 _rankers: "weakref.WeakValueDictionary[tuple[str, BlockRankConfig], BlockRank]" = weakref.WeakValueDictionary()
 _lock = threading.Lock()
@@ -96,9 +95,3 @@ def config_fields(config: BlockRankConfig) -> dict[str, Any]:
         "head_weights": config.head_weights_dict(),
         "relevance_calibration": list(config.relevance_calibration),  # a list, as JSON and YAML store it
     }
-
-
-def relevance_of(document: RankedDocument) -> float:
-    """What an adapter reports as "relevance_score" and filters by `score_threshold`: the calibrated relevance
-    score, or the score for a mode without one (ICR)."""
-    return float(document.score if document.relevance_score is None else document.relevance_score)

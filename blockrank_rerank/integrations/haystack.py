@@ -21,7 +21,6 @@ from ._shared import (
     check_ranker_arguments,
     config_fields,
     missing_framework,
-    relevance_of,
     resolve_config,
     shared_ranker,
 )
@@ -134,7 +133,7 @@ class BlockRankRanker:
                 dataclasses.replace(
                     documents[d.index],
                     score=float(d.score),
-                    meta={**documents[d.index].meta, "relevance_score": relevance_of(d)},
+                    meta={**documents[d.index].meta, "relevance_score": d.thresholded_score},
                 )
                 for d in ranked
             ]

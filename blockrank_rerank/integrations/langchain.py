@@ -17,7 +17,6 @@ from ._shared import (
     check_model_available,
     check_ranker_arguments,
     missing_framework,
-    relevance_of,
     resolve_config,
     shared_ranker,
 )
@@ -103,7 +102,7 @@ class BlockRankRerank(BaseDocumentCompressor):
                 update={
                     "metadata": {
                         **documents[d.index].metadata,
-                        "relevance_score": relevance_of(d),
+                        "relevance_score": d.thresholded_score,
                         "blockrank_share": float(d.score),
                     }
                 }

@@ -18,7 +18,6 @@ from ._shared import (
     check_ranker_arguments,
     config_fields,
     missing_framework,
-    relevance_of,
     resolve_config,
     shared_ranker,
 )
@@ -139,7 +138,7 @@ class BlockRankReranker(BaseNodePostprocessor):
                 query_bundle.query_str, texts, top_k=self.top_n, score_threshold=self.score_threshold
             )
             reranked = [
-                NodeWithScore(node=self._output_node(nodes[d.index], relevance_of(d)), score=float(d.score))
+                NodeWithScore(node=self._output_node(nodes[d.index], d.thresholded_score), score=float(d.score))
                 for d in ranked
             ]
             event.on_end(payload={EventPayload.NODES: reranked})

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..inputs import check_documents, check_query
-from ..results import RankedDocument, RankedList
+from ..results import RankedList
 from .auth import PUBLIC_PATHS, AuthError, check_bearer
 from .batcher import Batcher, BatchRunner, QueueFullError, ShuttingDownError, sequential_runner
 from .limits import InputError, TokenLimits, Truncator, model_limits
@@ -132,11 +132,6 @@ class Guard:
             return message
 
         return limited
-
-
-def score_of(document: RankedDocument) -> float:
-    """The calibrated relevance score when the ranker gives one, else the document's share."""
-    return document.relevance_score if document.relevance_score is not None else document.score
 
 
 class Service:
@@ -304,7 +299,7 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
         results = [
             CohereResult(
                 index=doc.index,
-                relevance_score=score_of(doc),
+                relevance_score=doc.thresholded_score,
                 document=echo_document(request.documents[doc.index], version) if echo else None,
             )
             for doc in shown
@@ -341,7 +336,7 @@ def create_app(ranker: Any, settings: Optional[ServeSettings] = None, runner: Op
         return [
             TeiRank(
                 index=doc.index,
-                score=doc.score if request.raw_scores else score_of(doc),
+                score=doc.score if request.raw_scores else doc.thresholded_score,
                 text=request.texts[doc.index] if request.return_text else None,
             )
             for doc in ranked
