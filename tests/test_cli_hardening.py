@@ -233,6 +233,9 @@ def test_ctrl_c_while_reading_exits_130_with_one_line():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
+        # as at a terminal: a suite run in the background (`make test &`) inherits SIGINT ignored, and Python then
+        # never turns it into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         child.stdin.write(b'"first document"\n')
