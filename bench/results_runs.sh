@@ -178,10 +178,9 @@ phase_precision() {  # issue 18's quality gate: bfloat16-mixed against the fp32 
 }
 
 phase_split() {  # issue 19: long documents split into blocks vs truncated; the split aggregate chosen on scifact-dev
-  local dq=${SPLIT_DEV_QUERIES:-20} tq=${SPLIT_TEST_QUERIES:-50} how
-  evaluate scifact-dev-split-sum-top100-q"$dq" --dataset scifact-dev --depth 100 --queries "$dq" --long-documents split --split-scores sum
-  evaluate scifact-dev-split-max-top100-q"$dq" --dataset scifact-dev --depth 100 --queries "$dq" --long-documents split --split-scores max
-  how=$(python3 -c "import json; r = {h: json.load(open(f'docs/results/scifact-dev-split-{h}-top100-q$dq.json'))['metrics']['nDCG@10'] for h in ('sum', 'max')}; print(max(r, key=lambda h: (r[h], h == 'sum')))")
+  local dq=${SPLIT_DEV_QUERIES:-10} tq=${SPLIT_TEST_QUERIES:-20} how
+  [ -f docs/results/split-choice-scifact-dev.json ] || .venv/bin/python bench/split_choice.py --queries "$dq"
+  how=$(python3 -c "import json; print(json.load(open('docs/results/split-choice-scifact-dev.json'))['chosen'])")
   evaluate scifact-trained-split-top100-q"$tq" --dataset scifact --depth 100 --queries "$tq" --long-documents split --split-scores "$how"
   evaluate scifact-trained-top100-q"$tq" --dataset scifact --depth 100 --queries "$tq"
 }
