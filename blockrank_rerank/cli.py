@@ -110,7 +110,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--split-scores",
         choices=["sum", "max"],
         default=None,
-        help="a split document's score: the sum of its blocks' shares (default) or its best block's",
+        help="a split document's score: its best block's (default, chosen on dev) or the sum of its blocks' shares",
     )
     group.add_argument(
         "--input-order-weight",

@@ -212,9 +212,9 @@ class BlockRankConfig:
     # to max_document_blocks consecutive blocks, each seeing the prefix and itself; cost stays linear)
     long_documents: str = "truncate"
     max_document_blocks: int = 8
-    # how a split document's block scores make its score: "sum" (its share of the attention, still summing to 1
-    # over the call) or "max" (its best block)
-    split_scores: str = "sum"
+    # how a split document's block scores make its score: "max" (its best block; the default, chosen on scifact-dev:
+    # docs/results.md) or "sum" (its share of the attention, still summing to 1 over the call)
+    split_scores: str = "max"
     # (slope, intercept) of relevance_score = sigmoid(slope * relevance logit + intercept), the relevance logit being
     # a document's attention mass relative to the prefix's (scoring.relevance_logits); a model's fitted values
     # (bench/fit_relevance.py, on dev data) come with its settings

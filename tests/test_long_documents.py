@@ -39,7 +39,7 @@ def test_a_long_document_becomes_consecutive_blocks_of_at_most_the_block_length(
 
 def test_split_scores_sum_per_document_and_max_takes_the_best_block(default_ranker):
     documents = [SHORT[1], LONG, SHORT[2]]
-    summed = variant(default_ranker, long_documents="split", max_document_blocks=3)
+    summed = variant(default_ranker, long_documents="split", max_document_blocks=3, split_scores="sum")
     best = variant(default_ranker, long_documents="split", max_document_blocks=3, split_scores="max")
     engine = summed.engine
     layout = engine.layout(QUERY, documents)
