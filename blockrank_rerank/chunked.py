@@ -117,7 +117,7 @@ class ChunkedStream:
     """The stream of one layout, advanced layer by layer a chunk of documents at a time (see the module docstring).
 
     Document hidden states live in `store`; the prefix and the query block stay resident. `run_layers` drives it
-    like a `forward.PackedStream`; `read_scores` is its readout at L*.
+    like a `forward.PackedStream`; `read` is its readout at L*.
     """
 
     def __init__(
