@@ -30,13 +30,30 @@ def test_default_config_states_the_resolved_device_and_dtype(monkeypatch):
     assert BlockRankConfig(device="cpu", dtype="float32").autocast_dtype is None
 
 
-@pytest.mark.parametrize("amx, expected", [(True, "bfloat16-mixed"), (False, "float32")])
-def test_auto_dtype_on_cpu_follows_amx(monkeypatch, amx, expected):
-    monkeypatch.setattr(config_module, "cpu_has_amx_bf16", lambda: amx)
+@pytest.mark.parametrize(
+    "flags, expected",
+    [(("amx_bf16", "avx512_bf16"), "bfloat16-mixed"), (("avx512_bf16",), "bfloat16-mixed"), ((), "float32")],
+)
+def test_auto_dtype_on_cpu_follows_bf16_instructions(monkeypatch, flags, expected):
+    monkeypatch.setattr(config_module, "cpu_bf16_flags", lambda: flags)
     config = BlockRankConfig(device="cpu")
     assert config.dtype == expected
     assert config.torch_dtype == torch.float32  # weights stay fp32 either way
-    assert config.autocast_dtype == (torch.bfloat16 if amx else None)
+    assert config.autocast_dtype == (torch.bfloat16 if flags else None)
+
+
+def test_cpu_bf16_flags_reads_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    )
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k)
+    )
+    assert config_module.cpu_bf16_flags() == ("avx512_bf16",)
+    cpuinfo.write_text("flags\t\t: fpu avx2\n")
+    assert config_module.cpu_bf16_flags() == ()
 
 
 def test_an_absent_device_names_what_is_missing(monkeypatch):
