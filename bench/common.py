@@ -14,9 +14,9 @@ import torch
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 `torch.mm` rate on this machine, in GFLOP/s (the roofline achieved rates are compared to)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
+    """Best `torch.mm` rate in `dtype` on this machine, in GFLOP/s (the roofline achieved rates are compared to)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -89,9 +89,27 @@ class HighWaterRSS:
         return self.peak - self.start
 
 
+CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # the flags that decide fp32/bf16 matmul speed here
+
+
+def cpu_description() -> str:
+    """CPU model name and which of CPU_FLAGS it has (Linux /proc/cpuinfo; the platform's name elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and not model.startswith("model:"):
+                    model = "model: " + line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        return model
+    present = [flag for flag in CPU_FLAGS if flag in flags]
+    return f"{model.removeprefix('model: ')}; flags: {', '.join(present) or 'none of ' + ', '.join(CPU_FLAGS)}"
+
+
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:

@@ -21,43 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_section  # noqa: E402
+from common import cpu_description, matmul_gflops, write_section  # noqa: E402
 
 from blockrank_rerank import BlockRank  # noqa: E402
 from blockrank_rerank.config import auto_dtype  # noqa: E402
 from blockrank_rerank.evaluation.data import load_trec_dl  # noqa: E402
 
 DTYPES = ("float32", "bfloat16-mixed")
-FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
-
-
-def cpu_description() -> str:
-    """CPU model name and which of the flags that matter here it has (Linux /proc/cpuinfo)."""
-    model, flags = "unknown CPU", set()
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    present = [f for f in FLAGS if f in flags]
-    return f"{model}; flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS)}"
-
-
-def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of a size^3 matmul in `dtype` on this machine's threads."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 GATE = 0.005  # issue 18: the default dtype's nDCG@10 within this of fp32's, on DL19 and SciFact test top-100
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -128,7 +98,7 @@ def main() -> None:
             f"{float((exact - mixed).abs().max()):.4f} | {overlap}/10 |"
         )
         print(rows[-1], flush=True)
-    fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    fp32_rate, bf16_rate = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     body = [
         "## fp32 and bfloat16-mixed on this CPU",
         "",

@@ -1,9 +1,11 @@
 """Latency and peak memory vs number of candidates N for BlockRank against full causal attention.
 
-Modes, all on the same prompt and the embedded default model, measured side by side in one run:
+Modes, all on the same prompt and the embedded default model in its default dtype (`dtype="auto"`), measured side
+by side in one run:
   (a) block-sparse attention, layers 0..L* only (BlockRank inference)
   (b) full causal attention, layers 0..L* only
   (c) full causal attention, every layer and the LM head (a plain forward)
+  (a) again in float32 (the exact path, beside the default dtype)
 Each (mode, N) runs in a fresh subprocess so its peak resident memory is its own. Writes the "scaling"
 section of docs/benchmarks.md. Usage: python bench/scaling.py [--n 10 20 50 100 200 500] [--full-max-n 200];
 `--flops-only` writes the "scaling-flops" section (FLOP ratios, the bound on the speed-up) without timing.
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakRSS, machine_line, matmul_gflops, write_section  # noqa: E402
@@ -27,12 +30,15 @@ MODES = {
     "a": {"scoring_mode": "blockrank", "early_exit": True},
     "b": {"scoring_mode": "full", "early_exit": True},
     "c": {"scoring_mode": "full", "early_exit": False},
+    "a32": {"scoring_mode": "blockrank", "early_exit": True, "dtype": "float32"},
 }
 MODE_NAMES = {
     "a": "(a) block-sparse + early exit",
     "b": "(b) full causal + early exit",
     "c": "(c) full causal, all layers",
+    "a32": "(a) in float32",
 }
+FULL_MODES = ("b", "c")  # quadratic in N: capped by --full-max-n
 
 
 def candidate_texts(n: int) -> tuple[str, list[str]]:
@@ -108,10 +114,7 @@ def child(mode: str, n: int, repeats: int) -> dict:
     """Run one (mode, N) measurement in this process and return its figures."""
     from blockrank_rerank import BlockRank
 
-    base = BlockRank.from_pretrained()
-    ranker = BlockRank(
-        base.engine.model, base.engine.tokenizer, base.config.replace(**MODES[mode]), name=base.engine.name
-    )  # the model's own settings
+    ranker = BlockRank.from_pretrained(**MODES[mode])  # the model's own settings, the mode's overrides
     query, docs = candidate_texts(n)
     layout = ranker.engine.layout(query, docs)
     ranker.engine.score_layout(ranker.engine.layout(query, docs[:3]))  # warm-up: allocator and thread pools
@@ -132,6 +135,7 @@ def child(mode: str, n: int, repeats: int) -> dict:
         "seconds": min(times),
         "peak_mb": memory.peak_above_start / 2**20,
         "flops": flops,
+        "dtype": ranker.config.dtype,
     }
 
 
@@ -144,26 +148,27 @@ def fit(ns: list[int], seconds: list[float]) -> tuple[float, float, float, float
     return a, b, r2, slope
 
 
-def report(results: list[dict], roofline_start: float, roofline_end: float) -> str:
+def report(results: list[dict], rooflines: dict[str, tuple[float, float]]) -> str:
+    """The scaling section; `rooflines` maps a dtype name to its `torch.mm` rate (GFLOP/s) before and after."""
     by = {(r["mode"], r["n"]): r for r in results}
     ns = sorted({r["n"] for r in results})
-    roofline = max(roofline_start, roofline_end)
+    dtype = by[("a", ns[0])]["dtype"]
+    roofline = max(rooflines["bfloat16" if dtype.startswith("bfloat16") else "float32"])
+    rates = "; ".join(f"{name} {before:.0f} before, {after:.0f} after" for name, (before, after) in rooflines.items())
     lines = [
         "## Scaling with the number of candidates (CPU, embedded default model)",
         "",
-        f"`python bench/scaling.py` on {machine_line()}; SmolLM2-135M-Instruct fp32, L* = 19 of 30 layers,",
+        f"`python bench/scaling.py` on **{machine_line()}**; SmolLM2-135M-Instruct, L* = 19 of 30 layers,",
+        f"(a), (b), (c) in the default dtype, which resolves to `{dtype}` here, and (a) in float32 beside them;",
         "first DL19 query over BM25 passages (packed, no padding). Latency is the best of the repeats; peak",
         "memory is resident-set growth during one call, in a fresh process per cell.",
-        (
-            f"fp32 `torch.mm` rate measured in the same run: {roofline_start:.0f} GFLOP/s before, "
-            f"{roofline_end:.0f} GFLOP/s after."
-        ),
+        f"`torch.mm` rates (GFLOP/s) measured in the same run: {rates}.",
         "",
         (
-            "| N | tokens | (a) s | (b) s | (c) s | (c)/(a) | (c)/(a) FLOPs | (b)/(a) | (a) MB | (b) MB | (c) MB | "
-            "(a) GFLOP/s | (a) % of mm |"
+            "| N | tokens | (a) s | (b) s | (c) s | (a) fp32 s | (c)/(a) | (c)/(a) FLOPs | (b)/(a) | (a) fp32/(a) | "
+            "(a) MB | (b) MB | (c) MB | (a) GFLOP/s | (a) % of mm |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cell = lambda m, n, k, f: f.format(by[(m, n)][k]) if (m, n) in by else "not run"  # noqa: E731
     for n in ns:
@@ -173,7 +178,8 @@ def report(results: list[dict], roofline_start: float, roofline_end: float) -> s
         rate = a["flops"] / a["seconds"] / 1e9
         lines.append(
             f"| {n} | {a['tokens']} | {cell('a', n, 'seconds', '{:.2f}')} | {cell('b', n, 'seconds', '{:.2f}')} | "
-            f"{cell('c', n, 'seconds', '{:.2f}')} | {ratio('c')} | {flop_ratio} | {ratio('b')} | "
+            f"{cell('c', n, 'seconds', '{:.2f}')} | {cell('a32', n, 'seconds', '{:.2f}')} | {ratio('c')} | "
+            f"{flop_ratio} | {ratio('b')} | {ratio('a32')} | "
             f"{cell('a', n, 'peak_mb', '{:.0f}')} | "
             f"{cell('b', n, 'peak_mb', '{:.0f}')} | {cell('c', n, 'peak_mb', '{:.0f}')} | "
             f"{rate:.0f} | {100 * rate / roofline:.0f}% |"
@@ -196,7 +202,7 @@ def report(results: list[dict], roofline_start: float, roofline_end: float) -> s
     lines += [
         "",
         "GFLOP/s counts projections, MLP and the attention actually needed by (a); % of mm compares it with the",
-        "better of the two `torch.mm` measurements above.",
+        f"better of the two `torch.mm` measurements above in (a)'s matmul dtype ({dtype}).",
     ]
     return "\n".join(lines)
 
@@ -217,11 +223,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.repeats)))
         return
-    roofline_start = matmul_gflops()
+    roofline_start = {name: matmul_gflops(getattr(torch, name)) for name in ("float32", "bfloat16")}
     results = []
     for n in args.n:
         for mode in MODES:
-            if mode != "a" and n > args.full_max_n:
+            if mode in FULL_MODES and n > args.full_max_n:
                 continue
             repeats = args.repeats if n <= 100 else 1
             out = subprocess.run(
@@ -237,7 +243,8 @@ def main() -> None:
                 flush=True,
             )
             results.append(result)
-    text = report(results, roofline_start, matmul_gflops())
+    rooflines = {name: (before, matmul_gflops(getattr(torch, name))) for name, before in roofline_start.items()}
+    text = report(results, rooflines)
     write_section("scaling", text)
     print(text)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,37 @@ class AttentionPlan:
     dense_mask: dict = field(default_factory=dict)  # cache: dtype -> (T, T) additive mask
     # cache: device -> the Triton kernel's (row_start, context_end); ("flex", device) -> FlexAttention's BlockMask
     kernel_arguments: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.layout.num_tokens
+
+    def segments(self) -> Iterator[tuple[slice, "AttentionPlan"]]:
+        """The one prompt of this plan and where it lies in the stream (see `PromptPack.segments`)."""
+        yield slice(0, self.layout.num_tokens), self
+
+
+@dataclass(frozen=True)
+class PromptPack:
+    """Several prompts laid end to end in one stream (multi-query packing): projections and MLPs run once over
+    all their tokens, while attention runs per prompt, so no prompt ever sees another and each prompt's scores
+    equal those of a forward of its own."""
+
+    plans: tuple[AttentionPlan, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(plan.layout.num_tokens for plan in self.plans)
+
+    def segments(self) -> Iterator[tuple[slice, AttentionPlan]]:
+        """Each prompt's plan and its rows `[start, end)` of the packed stream, in order."""
+        start = 0
+        for plan in self.plans:
+            yield slice(start, start + plan.layout.num_tokens), plan
+            start += plan.layout.num_tokens
+
+
+StreamPlan = Union[AttentionPlan, PromptPack]  # what a stream's attention runs by: one prompt, or several packed
 
 
 def bucket_documents(lengths: tuple[int, ...], max_rows: int, slack: float = 0.9) -> list[list[int]]:
@@ -248,6 +279,20 @@ ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {
     "flex": flex_attention,
     "dense": dense_attention,
 }
+
+
+def attend(
+    backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: StreamPlan, scale: float
+) -> torch.Tensor:
+    """Attention of the stream of `plan` by the registered `backend`, once per prompt of a pack.
+
+    Shapes: q (H, T, D), k/v (Hkv, T, D) -> (H, T, D); each prompt's rows are a view, its output joins the rest.
+    """
+    function = ATTENTION_FUNCTIONS[backend]
+    outputs = [function(q[:, rows], k[:, rows], v[:, rows], prompt, scale) for rows, prompt in plan.segments()]
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)  # (H, T_prompt, D) each -> (H, T, D)
+
+
 AUTO_ORDER = ("triton", "torch", "dense")  # what "auto" tries, fastest first
 _logged_choices: set[tuple[str, str]] = set()
 

@@ -40,6 +40,13 @@ class Reranker(ABC):
         (the default); a method that reads both in one pass overrides this."""
         return self.score_contents(query, contents), None
 
+    def score_batch_with_relevance(
+        self, requests: Sequence[tuple[str, list[str]]]
+    ) -> list[tuple[list[float], Optional[list[float]]]]:
+        """`score_with_relevance` of each (query, contents) request (contents may be empty); a method that scores
+        several queries in one pass (BlockRank's multi-query packing) overrides this."""
+        return [self.score_with_relevance(query, contents) if contents else ([], None) for query, contents in requests]
+
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """Scores in input order ([] for no documents); documents are str or mappings with "text"
         (and "title", "id", ...)."""
@@ -71,11 +78,8 @@ class Reranker(ABC):
         self, query: str, candidates: Candidates, top_k: Optional[int], score_threshold: Optional[float] = None
     ) -> RankedList:
         """`rerank` for an already validated query, candidates, top_k and score_threshold."""
-        contents = candidates.contents
-        scores, relevance = self.score_with_relevance(query, contents) if contents else ([], None)
-        return rank_documents(
-            query, scores, contents, candidates.ids, candidates.metadata, top_k, relevance, score_threshold
-        )
+        (scored,) = self.score_batch_with_relevance([(query, candidates.contents)])
+        return ranked_candidates(query, candidates, scored, top_k, score_threshold)
 
     def rerank_batch(
         self,
@@ -84,14 +88,19 @@ class Reranker(ABC):
         top_k: Optional[int] = None,
         show_progress_bar: Optional[bool] = None,
         score_threshold: Optional[float] = None,
+        batch_size: int = 8,
     ) -> list[RankedList]:
         """`rerank` for each (query, documents) pair; a progress bar shows at INFO level or when asked.
 
-        Every input is validated before the first query runs, so a bad item fails the call before any work
-        is done (and none is thrown away); a str `queries` is a TypeError, not one query per character.
+        Pairs are scored `batch_size` at a time by `score_batch_with_relevance`; BlockRank packs the prompts of a
+        batch that fit `max_pack_tokens` into one forward, with the scores of one query at a time. Every input is
+        validated before the first query runs, so a bad item fails the call before any work is done (and none is
+        thrown away); a str `queries` is a TypeError, not one query per character.
         """
         top_k = check_top_k(top_k)
         score_threshold = check_score_threshold(score_threshold)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         checked_queries = check_queries(queries)
         if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
             raise TypeError(f"documents must be a list of document lists, got {type(documents).__name__}")
@@ -100,10 +109,17 @@ class Reranker(ABC):
         candidates = [self._batch_candidates(docs, number) for number, docs in enumerate(documents)]
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        pairs = tqdm(
-            list(zip(checked_queries, candidates)), desc="Reranking", unit="query", disable=not show_progress_bar
-        )
-        return [self.rank_candidates(query, docs, top_k, score_threshold) for query, docs in pairs]
+        ranked: list[RankedList] = []
+        with tqdm(total=len(candidates), desc="Reranking", unit="query", disable=not show_progress_bar) as progress:
+            for start in range(0, len(candidates), batch_size):
+                batch = list(zip(checked_queries[start : start + batch_size], candidates[start : start + batch_size]))
+                scored = self.score_batch_with_relevance([(query, docs.contents) for query, docs in batch])
+                ranked.extend(
+                    ranked_candidates(query, docs, one, top_k, score_threshold)
+                    for (query, docs), one in zip(batch, scored)
+                )
+                progress.update(len(batch))
+        return ranked
 
     def _batch_candidates(self, documents: Sequence[DocumentInput], number: int) -> Candidates:
         """`candidates` for the `number`-th list of a batch, its errors naming the list."""
@@ -111,6 +127,20 @@ class Reranker(ABC):
             return self.candidates(documents)
         except (TypeError, ValueError) as error:
             raise type(error)(f"documents[{number}]: {error}") from None
+
+
+def ranked_candidates(
+    query: str,
+    candidates: Candidates,
+    scored: tuple[list[float], Optional[list[float]]],
+    top_k: Optional[int],
+    score_threshold: Optional[float],
+) -> RankedList:
+    """`candidates` best-first from their (scores, relevance scores), cut by `score_threshold` and `top_k`."""
+    scores, relevance = scored
+    return rank_documents(
+        query, scores, candidates.contents, candidates.ids, candidates.metadata, top_k, relevance, score_threshold
+    )
 
 
 __all__ = ["Reranker"]

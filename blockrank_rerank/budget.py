@@ -77,9 +77,10 @@ class ExecutionPlan:
         return self.chunk_tokens is not None
 
 
-def one_shot_bytes(layout: BlockLayout, shape: ModelShape) -> int:
-    """Estimated peak activation memory of the one-shot path over `layout`."""
-    return shape.fixed_bytes + layout.num_tokens * shape.bytes_per_token
+def one_shot_bytes(tokens: int, shape: ModelShape) -> int:
+    """Estimated peak activation memory of the one-shot path over a stream of `tokens` tokens (one prompt, or a
+    pack of several)."""
+    return shape.fixed_bytes + tokens * shape.bytes_per_token
 
 
 def plan_execution(layout: BlockLayout, shape: ModelShape, budget_mb: Optional[float]) -> ExecutionPlan:
@@ -88,7 +89,7 @@ def plan_execution(layout: BlockLayout, shape: ModelShape, budget_mb: Optional[f
     The document hidden states (Dtok x C) stay in memory when they take at most half the budget, else they
     spill to a temporary file. A budget too small for even one document per chunk is logged and exceeded.
     """
-    whole = one_shot_bytes(layout, shape)
+    whole = one_shot_bytes(layout.num_tokens, shape)
     if budget_mb is None or whole <= budget_mb * MB:
         return ExecutionPlan(None, False, whole)
     budget = int(budget_mb * MB)

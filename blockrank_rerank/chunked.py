@@ -169,11 +169,12 @@ class ChunkedStream:
         x = layer.input_layernorm(hidden)
         q, k, v = project_qkv(attn, x, cos, sin)  # (H, Tc, D), (Hkv, Tc, D), (Hkv, Tc, D)
         del x
-        out = torch.empty_like(q)  # (H, Tc, D), every row written by exactly one bucket
+        out: Optional[torch.Tensor] = None  # (H, Tc, D), every row written by exactly one bucket
         for bucket in self.chunk_blocks(chunk):
-            out[:, bucket.index[bucket.valid]] = bucket_attention(
-                q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling
-            )
+            rows = bucket_attention(q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling)  # (H, rows, D)
+            if out is None:  # in the attention's dtype, which autocast makes narrower than q's
+                out = rows.new_empty(q.shape)
+            out[:, bucket.index[bucket.valid]] = rows
         del q
         hidden = hidden + output_projection(attn, out)
         del out

@@ -126,12 +126,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", *DTYPES],
         default=None,
         help=(
-            "compute dtype (default auto: bfloat16-mixed on CUDA and on CPUs with AMX-BF16, else float32; "
+            "compute dtype (default auto: bfloat16-mixed on CUDA and on CPUs with AMX-BF16 or AVX512-BF16, else "
+            "float32; "
             "bfloat16-mixed runs matmuls in bf16 over fp32 weights and residual stream)"
         ),
     )
     group.add_argument(
         "--device", default=None, help="torch device: auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1"
+    )
+    group.add_argument(
+        "--max-pack-tokens",
+        type=int,
+        default=None,
+        help="most tokens of several queries' prompts run in one forward by batch work (default 16384; 0: one "
+        "forward per query)",
     )
     group.add_argument(
         "--memory-budget-mb",
@@ -152,6 +160,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "dtype",
         "device",
         "memory_budget_mb",
+        "max_pack_tokens",
         "input_order_weight",
         "long_documents",
         "split_scores",

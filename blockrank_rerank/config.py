@@ -199,6 +199,9 @@ class BlockRankConfig:
     dtype: str = "auto"
     device: str = "auto"  # torch device string, or auto: cuda, then mps, then cpu (resolved when the config is made)
     batch_tokens: int = 8192  # max query rows in one document attention call (bounds attention memory)
+    # most tokens of several queries' prompts packed end to end into one forward by rerank_batch (each prompt still
+    # sees only itself; scores equal one query at a time); a longer prompt runs alone; 0: one forward per query
+    max_pack_tokens: int = 16384
     # activation memory one call may use (weights excluded); above it "blockrank" scoring runs chunked, exactly;
     # None: always one shot
     memory_budget_mb: Optional[float] = 2048
@@ -247,6 +250,7 @@ class BlockRankConfig:
         if not isinstance(self.dtype, str) or self.dtype not in (*DTYPES, "auto"):
             raise ValueError(f"dtype must be one of {('auto', *DTYPES)}, got {self.dtype!r}")
         check_int("batch_tokens", self.batch_tokens, 1, MAX_POSITION)
+        check_int("max_pack_tokens", self.max_pack_tokens, 0, MAX_POSITION)
         budget = self.memory_budget_mb
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
             raise ValueError(f"memory_budget_mb must be None or a number > 0, got {budget!r}")

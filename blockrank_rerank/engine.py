@@ -11,13 +11,13 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
-from .attention import AttentionPlan, plan_attention, resolve_backend
+from .attention import AttentionPlan, PromptPack, plan_attention, resolve_backend
 from .caller_warnings import warn_at_caller
-from .budget import MB, ExecutionPlan, ModelShape, plan_execution
+from .budget import MB, ExecutionPlan, ModelShape, one_shot_bytes, plan_execution
 from .config import BlockRankConfig
 from .forward import PackedStream, Readings, Readout, decoder_of, run_readout
 from .inputs import unique_contents
@@ -76,16 +76,46 @@ class Engine:
         """Buckets and masks of `layout` for the attention backends, on the model's device."""
         return plan_attention(layout, self.config.batch_tokens, self.device)
 
-    def readout_scores(self, layout: BlockLayout) -> Readings:
-        """Readings of `layout` in one shot: the readout's layers (L*, or the head selection) read in one forward."""
-        plan = self.attention_plan(layout)
+    def readout_scores(self, layouts: Sequence[BlockLayout]) -> list[Readings]:
+        """Readings of each of `layouts` in one shot: the readout's layers (L*, or the head selection) read in one
+        forward over all of them, laid end to end when there are several (a `PromptPack`)."""
+        plans = [self.attention_plan(layout) for layout in layouts]
+        plan = plans[0] if len(plans) == 1 else PromptPack(tuple(plans))
         decoder = decoder_of(self.model)
         last_layer = None if self.config.early_exit else self.num_layers
         with self.lock, torch.inference_mode():
             stream = PackedStream.start(decoder, plan, self.backend)
-            return run_readout(
+            readings = run_readout(
                 decoder, stream, self.readout, self.config.num_signal_tokens, last_layer, fused=self.backend == "triton"
             )
+        if len(layouts) == 1:
+            return [readings]
+        counts = [layout.num_documents for layout in layouts]
+        shares = readings.shares.split(counts)  # (N_1 + ... + N_k,) -> k tensors (N_i,)
+        relevance = readings.relevance_logits.split(counts) if readings.relevance_logits is not None else None
+        return [Readings(part, None if relevance is None else relevance[i]) for i, part in enumerate(shares)]
+
+    def packs(self, layouts: Sequence[BlockLayout]) -> list[list[BlockLayout]]:
+        """`layouts` in order, grouped for one forward each: a packable mode packs consecutive prompts while they
+        fit `max_pack_tokens` and, together, `memory_budget_mb`; any other prompt runs alone."""
+        limit = self.config.max_pack_tokens
+        packs: list[list[BlockLayout]] = []
+        open_tokens = 0  # tokens of the last pack while it can take more prompts, else 0
+        for layout in layouts:
+            total = open_tokens + layout.num_tokens
+            if open_tokens and total <= limit and self.fits_one_shot(total):
+                packs[-1].append(layout)
+                open_tokens = total
+                continue
+            packs.append([layout])
+            can_open = self.mode.packable and layout.num_tokens <= limit and self.fits_one_shot(layout.num_tokens)
+            open_tokens = layout.num_tokens if can_open else 0
+        return packs
+
+    def fits_one_shot(self, tokens: int) -> bool:
+        """Whether a one-shot forward over `tokens` tokens stays within `memory_budget_mb`."""
+        budget = self.config.memory_budget_mb
+        return budget is None or one_shot_bytes(tokens, self.shape) <= budget * MB
 
     def execution_plan(self, layout: BlockLayout) -> ExecutionPlan:
         """One shot or chunked for `layout` under `memory_budget_mb`; only a chunkable mode with early exit chunks."""
@@ -125,13 +155,23 @@ class Engine:
 
     def read_layout(self, layout: BlockLayout) -> Readings:
         """Shares and relevance logits (N,) of `layout`'s blocks, fp32 on the CPU, checked finite."""
-        with self.precision():
-            readings = self.mode.score(self, layout)
-        relevance = readings.relevance_logits
-        return Readings(
-            self.checked(readings.shares.float().cpu()),
-            None if relevance is None else self.checked(relevance.float().cpu()),
-        )
+        return self.read_layouts([layout])[0]
+
+    def read_layouts(self, layouts: Sequence[BlockLayout]) -> list[Readings]:
+        """`read_layout` of each of `layouts`, consecutive ones packed into one forward where `packs` allows."""
+        results: list[Readings] = []
+        for pack in self.packs(layouts):
+            with self.precision():
+                parts = self.mode.score_pack(self, pack) if len(pack) > 1 else [self.mode.score(self, pack[0])]
+            for readings in parts:
+                relevance = readings.relevance_logits
+                results.append(
+                    Readings(
+                        self.checked(readings.shares.float().cpu()),
+                        None if relevance is None else self.checked(relevance.float().cpu()),
+                    )
+                )
+        return results
 
     def checked(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores`, or FloatingPointError when any is NaN or infinite (an overflow in a low-precision dtype)."""
@@ -148,35 +188,56 @@ class Engine:
         forward unless the mode reads relevance). With `input_order_weight` > 0 the scores are then fused with the
         input order (reciprocal ranks); relevance scores are the model's alone.
         """
+        return self.document_scores_batch([(query, contents)])[0]
+
+    def document_scores_batch(self, requests: Sequence[tuple[str, list[str]]]) -> list[DocumentScores]:
+        """`document_scores` of each (query, contents); their prompts share forwards where `packs` allows, and
+        each request's scores equal those of a call of its own."""
+        prepared = [self.prepare(query, contents) for query, contents in requests]
+        readings = iter(self.read_layouts([request.layout for request in prepared if request.layout is not None]))
+        return [self.finish(request, next(readings) if request.layout is not None else None) for request in prepared]
+
+    def prepare(self, query: str, contents: list[str]) -> "PreparedRequest":
+        """`contents` deduplicated and, when scoring them needs a forward, laid out with `query`."""
         unique, inverse = unique_contents(contents)
         if len(unique) < len(contents):
             logger.info("%d duplicate documents scored once each", len(contents) - len(unique))
-        reads_relevance = self.mode.reads_relevance and len(unique) >= 1
-        relevance: Optional[torch.Tensor] = None
-        if len(unique) <= 1 and not reads_relevance:
-            shares = torch.ones(len(unique))
+        needs_forward = len(unique) > 1 or (self.mode.reads_relevance and len(unique) == 1)
+        return PreparedRequest(len(unique), inverse, self.layout(query, unique) if needs_forward else None)
+
+    def finish(self, request: "PreparedRequest", readings: Optional[Readings]) -> DocumentScores:
+        """Scores in input order from the readings of `request`'s distinct documents (see `document_scores`)."""
+        count, relevance = request.unique, None
+        if readings is None:
+            shares = torch.ones(count)
         else:
-            layout = self.layout(query, unique)
-            readings = self.read_layout(layout)
-            how, owners = self.config.split_scores, layout.document_of_block
-            shares = (
-                torch.ones(1) if len(unique) == 1 else document_of_blocks(readings.shares, owners, len(unique), how)
-            )
+            how, owners = self.config.split_scores, request.layout.document_of_block
+            shares = torch.ones(1) if count == 1 else document_of_blocks(readings.shares, owners, count, how)
             if readings.relevance_logits is not None:
                 logits = document_of_blocks(
-                    readings.relevance_logits, owners, len(unique), "logsumexp" if how == "sum" else how
+                    readings.relevance_logits, owners, count, "logsumexp" if how == "sum" else how
                 )
                 relevance = calibrated_relevance(logits, self.config.relevance_calibration)
-        select = torch.tensor(inverse, dtype=torch.long)
-        scores = shares[select] if contents else shares[:0]
+        select = torch.tensor(request.inverse, dtype=torch.long)
+        scores = shares[select] if request.inverse else shares[:0]
         sums_to_one = self.mode.scores_sum_to_one and (
             self.config.blocks_per_document == 1 or self.config.split_scores == "sum"
         )
-        if len(unique) < len(contents) and sums_to_one:
+        if count < len(request.inverse) and sums_to_one:
             scores = scores / scores.sum()
         if self.config.input_order_weight > 0:
             scores = fuse_with_input_order(scores, self.config.input_order_weight)
         return DocumentScores(scores.tolist(), None if relevance is None else relevance[select].tolist())
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One request's distinct documents, where each input document went among them, and its layout (None when no
+    forward is needed: no documents, or one without a relevance readout)."""
+
+    unique: int  # distinct documents
+    inverse: list[int]  # per input document, the index of its distinct copy
+    layout: Optional[BlockLayout]
 
 
 @dataclass(frozen=True)

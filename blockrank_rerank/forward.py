@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .attention import ATTENTION_FUNCTIONS, AttentionPlan
+from .attention import AttentionPlan, StreamPlan, attend
 from .layout import BlockLayout
 from .scoring import document_log_mass, prefix_log_mass, read_scores, relevance_logits, shares_from_log_mass
 
@@ -115,7 +115,7 @@ def attention_sublayer(
     hidden: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    plan: AttentionPlan,
+    plan: StreamPlan,
     backend: str,
     observe: Optional[AttentionObserver] = None,
 ) -> torch.Tensor:
@@ -128,7 +128,7 @@ def attention_sublayer(
     q, k, v = project_qkv(attn, x, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
     if observe is not None:
         observe(q, k, float(attn.scaling))
-    out = ATTENTION_FUNCTIONS[backend](q, k, v, plan, attn.scaling)  # (H, T, D)
+    out = attend(backend, q, k, v, plan, attn.scaling)  # (H, T, D)
     return hidden + output_projection(attn, out)
 
 
@@ -165,9 +165,10 @@ def run_layers(decoder: Any, stream: Stream, layers: int, visit: Optional[Visito
 
 @dataclass
 class PackedStream:
-    """The whole packed stream of one layout at once; attention by a backend of the registry."""
+    """The whole packed stream of one prompt, or of several end to end (a `PromptPack`), at once; attention by a
+    backend of the registry, per prompt."""
 
-    plan: AttentionPlan
+    plan: StreamPlan
     backend: str
     hidden: torch.Tensor  # (T, C)
     cos: torch.Tensor  # (T, D)
@@ -176,9 +177,9 @@ class PackedStream:
     observe: Optional[Callable[[int, torch.Tensor, torch.Tensor, float], None]] = None  # (layer index, q, k, scale)
 
     @classmethod
-    def start(cls, decoder: Any, plan: AttentionPlan, backend: str, **options: Any) -> "PackedStream":
-        """The embedded stream of `plan.layout`, ready for layer 0."""
-        hidden, cos, sin = embed_stream(decoder, plan.layout)
+    def start(cls, decoder: Any, plan: StreamPlan, backend: str, **options: Any) -> "PackedStream":
+        """The embedded stream of `plan`'s prompts, ready for layer 0."""
+        hidden, cos, sin = embed_stream(decoder, *(prompt.layout for _, prompt in plan.segments()))
         return cls(plan, backend, hidden, cos, sin, **options)
 
     def advance(self, index: int, layer: Any) -> None:
@@ -191,24 +192,65 @@ class PackedStream:
         self.hidden = decoder_layer(layer, self.hidden, self.cos, self.sin, self.plan, self.backend, observe)
 
     def scoring_projections(self, layer: Any, num_signal_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Signal queries (H, S, D) and document keys (Hkv, Dtok, D) of `layer` for the hidden state entering it."""
+        """Signal queries (H, S, D) and document keys (Hkv, Dtok, D) of `layer` for the hidden state entering it
+        (a stream of one prompt)."""
+        if not isinstance(self.plan, AttentionPlan):
+            raise TypeError("scoring_projections reads a stream of one prompt; read() reads a packed one")
         return scoring_projections(layer, self.hidden, self.cos, self.sin, self.plan.layout, num_signal_tokens)
 
     def read(
         self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
     ) -> Readings:
         """The readout at `layer` for the hidden state entering it: shares (the Triton kernel when `fused`) and
-        relevance logits against the prefix. Shapes: -> (N,) each."""
-        queries, keys = self.scoring_projections(layer, num_signal_tokens)
-        layout, attn = self.plan.layout, layer.self_attn
-        _, owner = layout.document_rows()
-        scale = float(attn.scaling)
-        prefix = slice(0, layout.prefix_length)
-        x_prefix = layer.input_layernorm(self.hidden[prefix])  # (P, C)
-        prefix_keys = project(attn, x_prefix, "k_proj", "k_norm", self.cos[prefix], self.sin[prefix])  # (Hkv, P, D)
-        return read_layer(
-            queries, keys, prefix_keys, owner, layout.num_documents, scale, head_weights=head_weights, fused=fused
+        relevance logits against the prefix, each prompt's documents after the previous prompt's.
+        Shapes: -> (N,) each, N the documents of all prompts."""
+        parts = [
+            read_prompt(
+                layer,
+                self.hidden[rows],
+                self.cos[rows],
+                self.sin[rows],
+                prompt.layout,
+                num_signal_tokens,
+                head_weights,
+                fused,
+            )
+            for rows, prompt in self.plan.segments()
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return Readings(
+            torch.cat([part.shares for part in parts]), torch.cat([part.relevance_logits for part in parts])
         )
+
+
+def read_prompt(
+    layer: Any,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    layout: BlockLayout,
+    num_signal_tokens: int,
+    head_weights: Optional[torch.Tensor] = None,
+    fused: bool = False,
+) -> Readings:
+    """The readout at `layer` of one prompt's stream. Shapes: hidden (T, C), cos/sin (T, D) -> (N,) each."""
+    queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
+    attn = layer.self_attn
+    _, owner = layout.document_rows()
+    prefix = slice(0, layout.prefix_length)
+    x_prefix = layer.input_layernorm(hidden[prefix])  # (P, C)
+    prefix_keys = project(attn, x_prefix, "k_proj", "k_norm", cos[prefix], sin[prefix])  # (Hkv, P, D)
+    return read_layer(
+        queries,
+        keys,
+        prefix_keys,
+        owner,
+        layout.num_documents,
+        float(attn.scaling),
+        head_weights=head_weights,
+        fused=fused,
+    )
 
 
 def read_layer(
@@ -233,11 +275,16 @@ def read_layer(
     return Readings(shares, relevance)
 
 
-def embed_stream(decoder: Any, layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token embeddings and the rotary tables of the stream's position ids. Shapes: (T, C), (T, D), (T, D)."""
+def embed_stream(decoder: Any, *layouts: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token embeddings and the rotary tables of the stream of `layouts` laid end to end (one, unless packed).
+
+    Shapes: (T, C), (T, D), (T, D) with T the layouts' tokens together.
+    """
     device = decoder.embed_tokens.weight.device
-    hidden = decoder.embed_tokens(layout.input_ids.to(device))  # (T, C)
-    cos, sin = decoder.rotary_emb(hidden[None], layout.position_ids.to(device)[None])  # (1, T, D) each
+    input_ids = torch.cat([layout.input_ids for layout in layouts])  # (T,)
+    position_ids = torch.cat([layout.position_ids for layout in layouts])  # (T,)
+    hidden = decoder.embed_tokens(input_ids.to(device))  # (T, C)
+    cos, sin = decoder.rotary_emb(hidden[None], position_ids.to(device)[None])  # (1, T, D) each
     return hidden, cos[0], sin[0]
 
 

@@ -9,7 +9,7 @@ and the one layer loop (`forward.run_layers`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -30,11 +30,16 @@ class ScoringMode(ABC):
         True  # shares of one call; False: unbounded scores (copies are not renormalised)
     )
     reads_relevance: ClassVar[bool] = False  # also gives relevance logits (Readings.relevance_logits)
+    packable: ClassVar[bool] = False  # several prompts can share one forward (`score_pack`)
 
     @abstractmethod
     def score(self, engine: Any, layout: BlockLayout) -> Readings:
         """Scores (N,) of the documents of `layout` in input order, with `engine`'s model and settings (`Engine`),
         and their relevance logits where the mode reads them."""
+
+    def score_pack(self, engine: Any, layouts: Sequence[BlockLayout]) -> list[Readings]:
+        """`score` of each of `layouts` from one forward over all of them (a packable mode's one-shot layouts)."""
+        raise NotImplementedError(f"scoring mode {self.name!r} scores one prompt per forward")
 
 
 class BlockRankMode(ScoringMode):
@@ -44,11 +49,12 @@ class BlockRankMode(ScoringMode):
     summary = "block-sparse attention read at layer L* (the default)"
     chunkable = True
     reads_relevance = True
+    packable = True
 
     def score(self, engine: Any, layout: BlockLayout) -> Readings:
         plan = engine.execution_plan(layout)
         if not plan.chunked:
-            return engine.readout_scores(layout)
+            return engine.readout_scores([layout])[0]
         with engine.lock, torch.inference_mode():
             return chunked_scores(
                 engine.model,
@@ -59,6 +65,9 @@ class BlockRankMode(ScoringMode):
                 spill=plan.spill,
                 max_rows=engine.config.batch_tokens,
             )
+
+    def score_pack(self, engine: Any, layouts: Sequence[BlockLayout]) -> list[Readings]:
+        return engine.readout_scores(layouts)
 
 
 class FullAttentionMode(BlockRankMode):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .base import Reranker
 from .config import BlockRankConfig
@@ -66,6 +66,12 @@ class BlockRank(Reranker):
         """Shares and calibrated relevance scores of validated `contents`, read in the same forward."""
         scored = self.engine.document_scores(query, contents)
         return scored.scores, scored.relevance
+
+    def score_batch_with_relevance(
+        self, requests: Sequence[tuple[str, list[str]]]
+    ) -> list[tuple[list[float], Optional[list[float]]]]:
+        """`score_with_relevance` of each request; prompts that fit `max_pack_tokens` together run in one forward."""
+        return [(scored.scores, scored.relevance) for scored in self.engine.document_scores_batch(requests)]
 
 
 __all__ = ["BlockRank", "EMBEDDED_DEFAULT"]

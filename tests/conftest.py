@@ -19,6 +19,17 @@ THREADS = 8  # concurrent callers in the concurrency tests
 DATA_DIR = Path(os.environ.get("BLOCKRANK_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def float32_by_default_on_any_cpu():
+    """dtype="auto" resolves in this process as on a CPU without bf16 instructions (float32), so that exactness
+    tests hold on every machine kind; tests of the resolution itself patch `cpu_bf16_flags` again."""
+    from blockrank_rerank import config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "cpu_bf16_flags", lambda: ())
+        yield
+
+
 def tiny_model(family: str, peaked: bool = False, seed: int = 0, num_layers: int = 4):
     """A randomly initialised decoder with GQA (4 heads over 2 KV heads); `peaked` makes attention logits x16.
 

@@ -137,8 +137,8 @@ def test_killed_job_resumes_without_duplicates_or_gaps(tmp_path, tiny_ranker, ti
     output, shards_dir = tmp_path / "killed", tmp_path / "killed" / "shards"
     command = [
         sys.executable, "-m", "blockrank_rerank.cli", "batch-rerank", "--input", str(source), "--output",
-        str(output), "--model", str(tiny_path), "--shard-size", "1", "--no-progress",
-    ]  # fmt: skip
+        str(output), "--model", str(tiny_path), "--shard-size", "1", "--no-progress", "--dtype", "float32",
+    ]  # fmt: skip  (float32: dtype=auto would resolve by this CPU in the child, float32 in this process)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -151,7 +151,7 @@ def test_killed_job_resumes_without_duplicates_or_gaps(tmp_path, tiny_ranker, ti
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
     assert 2 <= written < len(queries) and not (output / "results.jsonl").exists()
     assert main(["batch-rerank", "--input", str(source), "--output", str(output), "--model", str(tiny_path),
-                 "--shard-size", "1", "--no-progress"]) == 0  # fmt: skip
+                 "--shard-size", "1", "--no-progress", "--dtype", "float32"]) == 0  # fmt: skip
     summary = json.loads((output / "summary.json").read_text())
     assert summary["skipped_shards"] >= written and summary["queries"] == len(queries) - summary["skipped_shards"]
     reference = run_local(queries, tmp_path / "whole", tiny_ranker, str(tiny_path), shard_size=1)

@@ -25,6 +25,7 @@ from blockrank_rerank.batch.ray_engine import RayEngine
 from blockrank_rerank.cli import main
 
 ray = pytest.importorskip("ray")  # the test extra installs it; only a hand-made environment lacks it
+FLOAT32 = {"dtype": "float32"}  # Ray actors are processes of their own, where dtype=auto would resolve by this CPU
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,14 +52,16 @@ def test_ray_command_equals_local_engine_and_rerank_with_a_tiny_model(tmp_path, 
     queries = synthetic_queries(10)
     source = write_jsonl(queries, tmp_path / "in.jsonl")
     argv = ["batch-rerank", "--input", str(source), "--model", str(tiny_path), "--shard-size", "3", "--no-progress"]
+    argv += ["--dtype", "float32"]  # as FLOAT32
     assert main([*argv, "--output", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "engine ray, 2 worker(s)" in out and out.count("  worker ") == 2  # both actors took shards
     local = run_batch(
         queries,
         tmp_path / "local",
-        LocalEngine(str(tiny_path), ranker=tiny_ranker),
+        LocalEngine(str(tiny_path), FLOAT32, ranker=tiny_ranker),
         model=str(tiny_path),
+        overrides=FLOAT32,
         shard_size=3,
         show_progress=False,
     )
@@ -70,7 +73,9 @@ def test_ray_command_equals_local_engine_and_rerank_with_a_tiny_model(tmp_path, 
 def test_ray_equals_local_and_rerank_with_the_default_model_on_dl19(tmp_path, default_ranker):
     require_data("trec-dl", "dl19-bm25-top100.json.gz")
     queries = dataset_queries("dl19", depth=5, num_queries=3)
-    ray_summary = run_batch(queries, tmp_path / "ray", RayEngine(workers=2), shard_size=1, show_progress=False)
+    ray_summary = run_batch(
+        queries, tmp_path / "ray", RayEngine(None, FLOAT32, workers=2), shard_size=1, show_progress=False
+    )
     assert ray_summary.complete and ray_summary.queries == 3 and ray_summary.documents == 15
     local_engine = LocalEngine(ranker=default_ranker)
     local = run_batch(queries, tmp_path / "local", local_engine, shard_size=1, show_progress=False)
@@ -81,8 +86,8 @@ def test_ray_equals_local_and_rerank_with_the_default_model_on_dl19(tmp_path, de
 
 def test_stopped_ray_job_resumes_to_the_uninterrupted_output_on_either_engine(tmp_path, tiny_path, tiny_ranker):
     queries, model = synthetic_queries(8), str(tiny_path)
-    ray_engine, local_engine = RayEngine(model, workers=2), LocalEngine(model, ranker=tiny_ranker)
-    options = {"model": model, "shard_size": 2, "show_progress": False}
+    ray_engine, local_engine = RayEngine(model, FLOAT32, workers=2), LocalEngine(model, FLOAT32, ranker=tiny_ranker)
+    options = {"model": model, "overrides": FLOAT32, "shard_size": 2, "show_progress": False}
     first = run_batch(queries, tmp_path / "out", ray_engine, max_shards=1, **options)
     assert not first.complete and first.shards == 1
     middle = run_batch(queries, tmp_path / "out", local_engine, max_shards=1, **options)
@@ -122,7 +127,7 @@ def test_the_command_joins_a_running_cluster_by_address(tmp_path, tiny_path, tin
     command = [
         sys.executable, "-m", "blockrank_rerank.cli", "batch-rerank", "--input", str(source), "--output",
         str(tmp_path / "out"), "--model", str(tiny_path), "--engine", "ray", "--workers", "2", "--ray-address",
-        address, "--shard-size", "2", "--no-progress",
+        address, "--shard-size", "2", "--no-progress", "--dtype", "float32",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

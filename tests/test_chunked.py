@@ -106,7 +106,7 @@ def test_planner_one_shot_when_it_fits_chunked_otherwise():
     shape = ModelShape.of(model)
     assert (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.element_size) == (64, 4, 2, 16, 4)
     layout = build_layout(random_prompt(40, seed=2, max_len=30), query_position_offset=16384)
-    whole = one_shot_bytes(layout, shape)
+    whole = one_shot_bytes(layout.num_tokens, shape)
     assert not plan_execution(layout, shape, None).chunked
     assert not plan_execution(layout, shape, whole / MB).chunked
     roomy = plan_execution(layout, shape, (whole - 1) / MB)
@@ -135,7 +135,7 @@ def test_reranker_chunks_automatically_over_budget_only_in_blockrank_mode(family
     model = tiny_model(family, peaked=True)
     layout = build_layout(random_prompt(30, seed=6, max_len=20), query_position_offset=16384)
     one_shot = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=None))
-    budget = (one_shot_bytes(layout, one_shot.engine.shape) - 1) / MB
+    budget = (one_shot_bytes(layout.num_tokens, one_shot.engine.shape) - 1) / MB
     chunked = BlockRank(model, None, BlockRankConfig(scoring_layer=SCORING_LAYER, memory_budget_mb=budget))
     assert not one_shot.engine.execution_plan(layout).chunked and chunked.engine.execution_plan(layout).chunked
     torch.testing.assert_close(

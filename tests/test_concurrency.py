@@ -51,7 +51,8 @@ def _scores_in_a_fresh_process() -> list[str]:
     query, docs = REQUESTS[0]
     code = (
         "import json, sys; from blockrank_rerank import BlockRank; "
-        f"print(json.dumps([s.hex() for s in BlockRank.from_pretrained().score({query!r}, {docs!r})]))"
+        "ranker = BlockRank.from_pretrained(dtype='float32'); "  # float32, as dtype=auto resolves in this process
+        f"print(json.dumps([s.hex() for s in ranker.score({query!r}, {docs!r})]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -68,7 +68,7 @@ def test_chunked_scoring_with_head_weights_equals_one_shot(family):
     weights = {0: [1.0, 0.0, 0.5, 0.0], 2: [0.0, 0.0, 0.0, 3.0]}
     layout = build_layout(random_prompt(25, seed=6, max_len=20), query_position_offset=16384)
     one_shot = tiny_ranker(family, head_weights=weights, memory_budget_mb=None)
-    budget = (one_shot_bytes(layout, one_shot.engine.shape) - 1) / MB
+    budget = (one_shot_bytes(layout.num_tokens, one_shot.engine.shape) - 1) / MB
     chunked = tiny_ranker(family, head_weights=weights, memory_budget_mb=budget)
     assert chunked.engine.execution_plan(layout).chunked
     torch.testing.assert_close(

@@ -47,7 +47,8 @@ def measure(budget: float | None) -> dict:
         build_layout(prompt(NUM_DOCUMENTS), query_position_offset=16384),
         build_layout(prompt(3), query_position_offset=16384),
     )
-    ranker = BlockRank(model, None, BlockRankConfig(scoring_layer=1, memory_budget_mb=budget))
+    config = BlockRankConfig(scoring_layer=1, memory_budget_mb=budget, dtype="float32")  # the budgets' dtype
+    ranker = BlockRank(model, None, config)
     ranker.engine.score_layout(warm)
     plan = ranker.engine.execution_plan(layout)
     with open("/proc/self/clear_refs", "w") as f:

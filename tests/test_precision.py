@@ -7,6 +7,7 @@ import torch
 
 from blockrank_rerank import BlockRank, BlockRankConfig
 from blockrank_rerank import config as config_module
+from blockrank_rerank.config import cpu_bf16_flags  # the real one, before conftest patches it per test
 
 from blockrank_rerank.layout import build_layout
 
@@ -51,9 +52,9 @@ def test_cpu_bf16_flags_reads_cpuinfo(monkeypatch, tmp_path):
     monkeypatch.setattr(
         "builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k)
     )
-    assert config_module.cpu_bf16_flags() == ("avx512_bf16",)
+    assert cpu_bf16_flags() == ("avx512_bf16",)
     cpuinfo.write_text("flags\t\t: fpu avx2\n")
-    assert config_module.cpu_bf16_flags() == ()
+    assert cpu_bf16_flags() == ()
 
 
 def test_an_absent_device_names_what_is_missing(monkeypatch):
@@ -80,3 +81,16 @@ def test_mixed_precision_scores_are_close_to_fp32_and_fp32_where_they_are_read()
     assert approximate.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32
     assert float(approximate.sum()) == pytest.approx(1.0, abs=1e-5)
     assert torch.allclose(approximate, reference, atol=2e-2) and not torch.equal(approximate, reference)
+
+
+def test_chunked_scoring_runs_under_mixed_precision_and_stays_close_to_one_shot():
+    """Chunks under autocast: the bucket attention comes back in bf16 while q stays fp32 (a dtype mismatch once)."""
+    model = tiny_model("llama", peaked=True, num_layers=3)
+    layout = build_layout(random_prompt(9, seed=4), query_position_offset=16384)
+    settings = {"device": "cpu", "dtype": "bfloat16-mixed", "scoring_layer": 2}
+    one_shot = BlockRank(model, None, BlockRankConfig(**settings)).engine
+    chunked = BlockRank(model, None, BlockRankConfig(**settings, memory_budget_mb=1e-4)).engine
+    assert chunked.execution_plan(layout).chunked
+    expected, found = one_shot.read_layout(layout), chunked.read_layout(layout)
+    torch.testing.assert_close(found.shares, expected.shares, atol=1e-3, rtol=0)
+    torch.testing.assert_close(found.relevance_logits, expected.relevance_logits, atol=5e-3, rtol=0)

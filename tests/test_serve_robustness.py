@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from blockrank_rerank.serve import ServeSettings
-from blockrank_rerank.serve.batcher import sequential_runner
+from blockrank_rerank.serve.batcher import rerank_batch_runner
 from serve_harness import running_server
 from test_cli_hardening import PYTHON, ROOT, TINY_CLI, error_line, tiny_from_pretrained
 
@@ -34,7 +34,7 @@ class Gate:
     """The real batch runner, held until `release()`: while held, the worker thread is busy."""
 
     def __init__(self, ranker: Any) -> None:
-        self.inner = sequential_runner(ranker)
+        self.inner = rerank_batch_runner(ranker)
         self.opened = threading.Event()
         self.entered = threading.Event()
         self.batches = 0

@@ -1,7 +1,7 @@
 """One shard's work and its output formats: reranked queries as JSONL records and as TREC run lines.
 
-`rerank_shard` is the one place both engines score with, so the local and Ray paths cannot drift apart; when
-multi-query packing lands in the core, it replaces the `rerank_batch` call here.
+`rerank_shard` is the one place both engines score with, so the local and Ray paths cannot drift apart; its one
+`rerank_batch` call packs the shard's prompts that fit `max_pack_tokens` into shared forwards.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .. import __version__
 from ..inputs import check_documents, check_query
 from ..results import RankedList
 from .auth import PUBLIC_PATHS, AuthError, check_bearer
-from .batcher import Batcher, BatchRunner, QueueFullError, ShuttingDownError, sequential_runner
+from .batcher import Batcher, BatchRunner, QueueFullError, ShuttingDownError, rerank_batch_runner
 from .limits import InputError, TokenLimits, Truncator, model_limits
 from .metrics import Metrics
 from .schemas import (
@@ -147,7 +147,7 @@ class Service:
         )
         self.truncator = Truncator(ranker.engine.tokenizer)
         self.batcher = Batcher(
-            runner or sequential_runner(ranker),
+            runner or rerank_batch_runner(ranker),
             max_queue=settings.max_queue,
             max_batch_size=settings.max_batch_size,
             wait_s=settings.batch_wait_ms / 1000,

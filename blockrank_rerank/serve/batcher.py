@@ -2,9 +2,9 @@
 
 The event loop only enqueues and awaits; every forward runs in a single worker thread (one model, one forward
 at a time, as `Engine.lock` also enforces). A batch is what is queued when the worker is free, topped up for at
-most `wait_s` while it holds fewer than `max_batch_size` requests. It runs through one `BatchRunner` call:
-today `sequential_runner` (`BlockRank.rerank_batch`, one forward per query); a packed multi-query forward
-replaces it by passing another runner, with nothing else changing.
+most `wait_s` while it holds fewer than `max_batch_size` requests. It runs through one `BatchRunner` call,
+`rerank_batch_runner` by default: one `BlockRank.rerank_batch` call, which packs the batch's prompts that fit
+`max_pack_tokens` into one forward (multi-query packing).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ class ShuttingDownError(Exception):
     """The server is stopping and takes no new requests (503)."""
 
 
-def sequential_runner(ranker: Any) -> BatchRunner:
-    """A runner over `ranker.rerank_batch`; when a pair of the batch fails, each pair is run alone so that only
-    the bad one fails."""
+def rerank_batch_runner(ranker: Any) -> BatchRunner:
+    """A runner over one `ranker.rerank_batch` call for the whole batch (packed where it fits); when a pair of the
+    batch fails, each pair is run alone so that only the bad one fails."""
 
     def run(pairs: Sequence[tuple[str, list[str]]]) -> list[Union[RankedList, Exception]]:
         queries, contents = [query for query, _ in pairs], [docs for _, docs in pairs]
         try:
-            return list(ranker.rerank_batch(queries, contents, show_progress_bar=False))
+            return list(ranker.rerank_batch(queries, contents, show_progress_bar=False, batch_size=len(pairs)))
         except (ValueError, TypeError) as error:
             if len(pairs) == 1:
                 return [error]
