@@ -29,6 +29,9 @@ class DocumentBucket:
     index: torch.Tensor  # (G, L) stream indices; padded slots point at the bucket's first token
     valid: torch.Tensor  # (G, L) bool, False on padded slots
     mask: torch.Tensor  # (G, 1, L, P + L) bool, True where the row may attend the key
+    slot_groups: torch.Tensor  # (R,) long: document (0..G-1) of each valid slot, row-major
+    slot_offsets: torch.Tensor  # (R,) long: offset (0..L-1) of each valid slot
+    rows: torch.Tensor  # (R,) long: their stream indices, index[valid] (integer indices: no host sync on a GPU)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class AttentionPlan:
     max_rows: int = 8192  # most document rows in one bucket's SDPA call
     buckets: tuple[DocumentBucket, ...] = ()
     query_mask: Optional[torch.Tensor] = None  # (Lq, T) bool, rows of the query block and of any reader block after it
+    # (T,) long: stream index of each row of torch_attention's output in its computed order (prefix, buckets, query)
+    destinations: Optional[torch.Tensor] = None
     dense_mask: dict = field(default_factory=dict)  # cache: dtype -> (T, T) additive mask
     # cache: device -> the Triton kernel's (row_start, context_end); ("flex", device) -> FlexAttention's BlockMask
     kernel_arguments: dict = field(default_factory=dict)
@@ -125,7 +130,18 @@ def plan_buckets(
             rows[:, :, None], keys[:, None, :], layout.row_start[rows][:, :, None], layout.context_end[rows][:, :, None]
         )
         mask = (allowed & key_valid[:, None, :])[:, None]  # (G, 1, L, P + L)
-        buckets.append(DocumentBucket((rows - index_base).to(device), valid.to(device), mask.to(device)))
+        local = rows - index_base
+        groups, offsets = valid.nonzero(as_tuple=True)  # (R,) each, row-major, on the host at plan time
+        buckets.append(
+            DocumentBucket(
+                local.to(device),
+                valid.to(device),
+                mask.to(device),
+                groups.to(device),
+                offsets.to(device),
+                local[valid].to(device),
+            )
+        )
     return tuple(buckets)
 
 
@@ -137,7 +153,16 @@ def plan_attention(layout: BlockLayout, max_rows: int = 8192, device: torch.devi
     buckets = plan_buckets(layout, range(layout.num_documents), max_rows, device)
     final_rows = torch.arange(layout.query_start, layout.num_tokens)
     query_mask = layout.allowed_keys(final_rows, torch.arange(layout.num_tokens))  # (Lq, T)
-    return AttentionPlan(layout=layout, max_rows=max_rows, buckets=buckets, query_mask=query_mask.to(device))
+    destinations = torch.cat(
+        [torch.arange(layout.prefix_length), *(bucket.rows.cpu() for bucket in buckets), final_rows]
+    )  # (T,)
+    return AttentionPlan(
+        layout=layout,
+        max_rows=max_rows,
+        buckets=buckets,
+        query_mask=query_mask.to(device),
+        destinations=destinations.to(device),
+    )
 
 
 def sdpa(
@@ -175,7 +200,8 @@ def bucket_attention(
     keys = torch.cat([k_prefix[None].expand(group, -1, -1, -1), k_docs], dim=2)  # (G, Hkv, P + L, D)
     values = torch.cat([v_prefix[None].expand(group, -1, -1, -1), v_docs], dim=2)  # (G, Hkv, P + L, D)
     out = F.scaled_dot_product_attention(q_docs, keys, values, attn_mask=bucket.mask, scale=scale, enable_gqa=True)
-    return out.transpose(0, 1)[:, bucket.valid]  # (G, H, L, D) -> (H, G, L, D) -> (H, rows, D)
+    by_head = out.transpose(0, 1)  # (G, H, L, D) -> (H, G, L, D)
+    return by_head[:, bucket.slot_groups, bucket.slot_offsets]  # (H, rows, D), the valid slots row-major
 
 
 def torch_attention(
@@ -187,17 +213,12 @@ def torch_attention(
         return sdpa(q, k, v, scale)
     prefix = layout.prefix_length
     pieces = [sdpa(q[:, :prefix], k[:, :prefix], v[:, :prefix], scale)]
-    destinations = [torch.arange(prefix, device=q.device)]
     for bucket in plan.buckets:
         pieces.append(bucket_attention(q, k, v, k[:, :prefix], v[:, :prefix], bucket, scale))
-        destinations.append(bucket.index[bucket.valid])
     start = layout.query_start
     pieces.append(sdpa(q[:, start:], k, v, scale, plan.query_mask))
-    destinations.append(torch.arange(start, layout.num_tokens, device=q.device))
-    packed = torch.cat(pieces, dim=1)  # (H, T, D) in bucket order
-    return packed.new_zeros(q.shape).index_copy(
-        1, torch.cat(destinations), packed
-    )  # autocast: packed may be narrower than q
+    packed = torch.cat(pieces, dim=1)  # (H, T, D) in computed order
+    return packed.new_zeros(q.shape).index_copy(1, plan.destinations, packed)  # autocast: packed may be narrower
 
 
 def dense_attention(

@@ -174,7 +174,7 @@ class ChunkedStream:
             rows = bucket_attention(q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling)  # (H, rows, D)
             if out is None:  # in the attention's dtype, which autocast makes narrower than q's
                 out = rows.new_empty(q.shape)
-            out[:, bucket.index[bucket.valid]] = rows
+            out[:, bucket.rows] = rows
         del q
         hidden = hidden + output_projection(attn, out)
         del out
