@@ -200,12 +200,10 @@ class ChunkedStream:
             del hidden, k_c, v_c  # free this chunk before the next one is read
         self.hidden_query = mlp_sublayer(layer, self.hidden_query + output_projection(attn, state.out.to(self.dtype)))
 
-    def read(
-        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> Readings:
+    def read(self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None) -> Readings:
         """The readout at `layer`: per-document log-sum-exps chunk by chunk, then shares and relevance logits.
 
-        Heads are averaged or weighted as in `forward.read_layer`; `fused` is ignored (no fused chunked readout).
+        Heads are averaged or weighted as in `forward.read_layer`.
         Shapes: -> (N,) each.
         """
         attn, base, layout = layer.self_attn, self.layout.prefix_length, self.layout

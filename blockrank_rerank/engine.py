@@ -85,9 +85,7 @@ class Engine:
         last_layer = None if self.config.early_exit else self.num_layers
         with self.lock, torch.inference_mode():
             stream = PackedStream.start(decoder, plan, self.backend)
-            readings = run_readout(
-                decoder, stream, self.readout, self.config.num_signal_tokens, last_layer, fused=self.backend == "triton"
-            )
+            readings = run_readout(decoder, stream, self.readout, self.config.num_signal_tokens, last_layer)
         if len(layouts) == 1:
             return [readings]
         counts = [layout.num_documents for layout in layouts]

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import AttentionPlan, StreamPlan, attend
 from .layout import BlockLayout
-from .scoring import document_log_mass, prefix_log_mass, read_scores, relevance_logits, shares_from_log_mass
+from .scoring import document_log_mass, prefix_log_mass, relevance_logits, shares_from_log_mass
 
 MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
 
@@ -198,12 +198,10 @@ class PackedStream:
             raise TypeError("scoring_projections reads a stream of one prompt; read() reads a packed one")
         return scoring_projections(layer, self.hidden, self.cos, self.sin, self.plan.layout, num_signal_tokens)
 
-    def read(
-        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> Readings:
-        """The readout at `layer` for the hidden state entering it: shares (the Triton kernel when `fused`) and
-        relevance logits against the prefix, each prompt's documents after the previous prompt's.
-        Shapes: -> (N,) each, N the documents of all prompts."""
+    def read(self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None) -> Readings:
+        """The readout at `layer` for the hidden state entering it: shares and relevance logits against the
+        prefix, each prompt's documents after the previous prompt's. Shapes: -> (N,) each, N the documents of all
+        prompts."""
         parts = [
             read_prompt(
                 layer,
@@ -213,7 +211,6 @@ class PackedStream:
                 prompt.layout,
                 num_signal_tokens,
                 head_weights,
-                fused,
             )
             for rows, prompt in self.plan.segments()
         ]
@@ -232,7 +229,6 @@ def read_prompt(
     layout: BlockLayout,
     num_signal_tokens: int,
     head_weights: Optional[torch.Tensor] = None,
-    fused: bool = False,
 ) -> Readings:
     """The readout at `layer` of one prompt's stream. Shapes: hidden (T, C), cos/sin (T, D) -> (N,) each."""
     queries, keys = scoring_projections(layer, hidden, cos, sin, layout, num_signal_tokens)
@@ -249,7 +245,6 @@ def read_prompt(
         layout.num_documents,
         float(attn.scaling),
         head_weights=head_weights,
-        fused=fused,
     )
 
 
@@ -262,17 +257,17 @@ def read_layer(
     scale: float,
     *,
     head_weights: Optional[torch.Tensor] = None,
-    fused: bool = False,
 ) -> Readings:
     """One layer's readings from its signal queries (H, S, D), document keys (Hkv, Dtok, D) and prefix keys
-    (Hkv, P, D); `document_index` (Dtok,) names each token's document (or block)."""
+    (Hkv, P, D); `document_index` (Dtok,) names each token's document (or block).
+
+    Shares and relevance logits both come from one set of per-document log-sum-exps, (H, S, N), so the
+    signal logits are computed once (the fused Triton share kernel, `scoring.read_scores(fused=True)`, would
+    have to compute them a second time for the relevance logits).
+    """
     document_lse = document_log_mass(signal_queries, document_keys, document_index, num_documents, scale)  # (H, S, N)
     relevance = relevance_logits(document_lse, prefix_log_mass(signal_queries, prefix_keys, scale), head_weights)
-    if fused and head_weights is None:
-        shares = read_scores(signal_queries, document_keys, document_index, num_documents, scale, fused=True)
-    else:
-        shares = shares_from_log_mass(document_lse, head_weights)
-    return Readings(shares, relevance)
+    return Readings(shares_from_log_mass(document_lse, head_weights), relevance)
 
 
 def embed_stream(decoder: Any, *layouts: BlockLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -311,9 +306,7 @@ Readout = dict[int, Optional[torch.Tensor]]  # layer -> weights of its query hea
 class ScoredStream(Stream, Protocol):
     """A stream that can also read documents at a layer's entry (`PackedStream`, `chunked.ChunkedStream`)."""
 
-    def read(
-        self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None, fused: bool = False
-    ) -> Readings: ...
+    def read(self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None) -> Readings: ...
 
 
 def run_readout(
@@ -322,7 +315,6 @@ def run_readout(
     readout: Readout,
     num_signal_tokens: int,
     last_layer: Optional[int] = None,
-    fused: bool = False,
 ) -> Readings:
     """Each layer of `readout` read as the stream reaches it; shares summed, relevance logits summed with the
     layer's weight (1 for the mean over its heads, else its heads' weights, which sum to 1 over all layers).
@@ -333,7 +325,7 @@ def run_readout(
 
     def read_layer(index: int, layer: Any, stream: ScoredStream) -> None:
         if index in readout:
-            parts.append(stream.read(layer, num_signal_tokens, readout[index], fused))
+            parts.append(stream.read(layer, num_signal_tokens, readout[index]))
 
     run_layers(decoder, stream, max(readout) if last_layer is None else last_layer, read_layer)
     shares = torch.stack([part.shares for part in parts]).sum(dim=0)  # (layers read, N) -> (N,)

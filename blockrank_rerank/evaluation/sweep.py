@@ -46,8 +46,7 @@ def scores_per_layer(
             attention = signal_attention(queries, keys, scale)  # (H, S, Dtok)
             results[index] = head_document_shares(attention, owner, layout.num_documents).cpu()
         else:
-            fused = engine.backend == "triton"
-            results[index] = stream.read(layer, engine.config.num_signal_tokens, fused=fused).shares.cpu()
+            results[index] = stream.read(layer, engine.config.num_signal_tokens).shares.cpu()
 
     with engine.lock, torch.inference_mode(), engine.precision():
         run_layers(decoder, PackedStream.start(decoder, plan, engine.backend), wanted[-1], read_layer)
