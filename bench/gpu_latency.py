@@ -7,7 +7,8 @@ Geometries, randomly initialised (latency does not depend on the weights' values
   mistral-7b    Mistral-7B's shapes (32 layers, 4096 wide, 32 / 8 heads), L* = 20, bf16 weights
 Each prompt: a 60-token prefix, N documents of 100 tokens (DL19's passages average ~100), a 40-token query
 block. The first call (compilation, autotuning, allocator warm-up) is reported apart from the median of the
-rest. A profile of one smollm2-135m N=100 call says where the time goes (host or device).
+rest. A profile of one smollm2-135m N=100 call says where the time goes (host or device). Multi-query packing:
+PACK_QUERIES prompts of the default geometry scored one forward each against one packed forward (queries/s).
 Usage: python bench/gpu_latency.py --json OUT.json [--profile OUT.txt]   (on the GPU machine)
        python bench/gpu_latency.py --report OUT.json                      (writes docs/benchmarks.md)
        python bench/gpu_latency.py --smoke                                (tiny shapes on CPU, writes nothing)
@@ -151,6 +152,66 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+PACK_QUERIES = 8
+
+
+def measure_packing(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Queries/s of PACK_QUERIES prompts, one forward each against one packed forward, per backend and N."""
+    device = "cpu" if args.smoke else args.device
+    geometry = "tiny" if args.smoke else "smollm2-135m"
+    model, scoring_layer = random_model(geometry, torch.float32, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    cells = []
+    for backend in ("torch",) if args.smoke else ("triton", "torch"):
+        config = BlockRankConfig(
+            device=device,
+            dtype="float32" if args.smoke else "bfloat16-mixed",
+            attention_backend=backend,
+            scoring_layer=scoring_layer,
+            query_position_offset=16384,
+            max_block_tokens=DOCUMENT_TOKENS,
+            memory_budget_mb=None,
+            max_pack_tokens=1 << 30,
+        )
+        engine = BlockRank(model, None, config, name=geometry).engine
+        for n in args.n[:2]:
+            layouts = [synthetic_layout(n, GEOMETRIES[geometry]["vocab_size"], seed) for seed in range(PACK_QUERIES)]
+            cell = {"backend": backend, "dtype": config.dtype, "n": n, "queries": PACK_QUERIES}
+            for name, call in (
+                ("one_per_forward_s", lambda: [engine.read_layout(layout) for layout in layouts]),
+                ("packed_s", lambda: engine.read_layouts(layouts)),
+            ):
+                times = []
+                for _ in range(args.repeats + 1):
+                    sync()
+                    start = time.perf_counter()
+                    call()
+                    sync()
+                    times.append(time.perf_counter() - start)
+                cell[name] = statistics.median(times[1:])
+            print(json.dumps(cell), flush=True)
+            cells.append(cell)
+    return cells
+
+
+def packing_report(cells: list[dict[str, Any]]) -> str:
+    """Rows of the packing table: queries/s one forward per query against one packed forward."""
+    lines = [
+        f"Multi-query packing ({PACK_QUERIES} prompts of the smollm2-135m geometry, `Engine.read_layouts`; median "
+        "seconds for all of them, queries/s in brackets):",
+        "",
+        "| backend | dtype | N | one forward per query | one packed forward | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        one, packed = c["one_per_forward_s"], c["packed_s"]
+        lines.append(
+            f"| {c['backend']} | {c['dtype']} | {c['n']} | {one:.3f} s ({c['queries'] / one:.1f}) | "
+            f"{packed:.3f} s ({c['queries'] / packed:.1f}) | {one / packed:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def profile(args: argparse.Namespace, path: Path) -> None:
     """Operator profile of one smollm2-135m N=100 call (after warm-up), host and device time per operator."""
     from torch.profiler import ProfilerActivity
@@ -221,8 +282,12 @@ def profile_summary(path: Path) -> str:
         f"Profile of one call ({text.splitlines()[0]}; `{path.name}` beside the JSON): "
         f"{host.group(1)} ms of host time against {device.group(1)} ms of device time"
         + (f", {launches.group(1)} kernel launches" if launches else "")
-        + (f", {syncs.group(1)} `nonzero` calls (each a host sync, from boolean-mask gathers)" if syncs else "")
-        + ": at this size the call is bound by the host, not the GPU."
+        + (f", {syncs.group(1)} `nonzero` calls (each a host sync)" if syncs else ", no `nonzero` calls")
+        + (
+            ": at this size the call is bound by the host, not the GPU."
+            if float(host.group(1)) > float(device.group(1))
+            else "."
+        )
     )
 
 
@@ -242,6 +307,8 @@ def main() -> None:
     if args.report:
         results = json.loads(args.report.read_text())
         body = "## End-to-end latency on a GPU\n\n" + report(results)
+        if results.get("packing"):
+            body += "\n\n" + packing_report(results["packing"])
         if args.profile and args.profile.exists():
             body += "\n\n" + profile_summary(args.profile)
         write_section(f"latency-{results['device'].lower().replace(' ', '-')}", body)
@@ -251,9 +318,11 @@ def main() -> None:
     if args.profile:
         profile(args, args.profile)
     results = measure(args)
+    results["packing"] = measure_packing(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
+    print(packing_report(results["packing"]))
 
 
 if __name__ == "__main__":

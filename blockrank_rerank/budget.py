@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .chunked import MAX_LOGITS
-from .forward import MLP_CHUNK_TOKENS, decoder_of
+from .forward import TOKEN_CHUNK, decoder_of
 from .layout import BlockLayout
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ModelShape:
     def fixed_bytes(self) -> int:
         """Working memory that does not grow with tokens: one MLP chunk, the query block's fp32 logits,
         allocator slack."""
-        return self.element_size * MLP_CHUNK_TOKENS * 4 * self.intermediate + 4 * 3 * MAX_LOGITS + ALLOCATOR_SLACK
+        return self.element_size * TOKEN_CHUNK * 4 * self.intermediate + 4 * 3 * MAX_LOGITS + ALLOCATOR_SLACK
 
 
 @dataclass(frozen=True)

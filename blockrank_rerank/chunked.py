@@ -33,10 +33,9 @@ from .forward import (
     Readings,
     Readout,
     decoder_of,
-    mlp_sublayer,
-    output_projection,
+    attention_output_and_mlp,
+    normed_qkv,
     project,
-    project_qkv,
     run_readout,
 )
 from .hidden_store import FileStore, HiddenStore, MemoryStore
@@ -166,9 +165,7 @@ class ChunkedStream:
         attn = layer.self_attn
         base = self.layout.prefix_length
         cos, sin = self.rotary(base + chunk.start, base + chunk.stop)
-        x = layer.input_layernorm(hidden)
-        q, k, v = project_qkv(attn, x, cos, sin)  # (H, Tc, D), (Hkv, Tc, D), (Hkv, Tc, D)
-        del x
+        q, k, v = normed_qkv(layer, hidden, cos, sin)  # (H, Tc, D), (Hkv, Tc, D), (Hkv, Tc, D)
         out: Optional[torch.Tensor] = None  # (H, Tc, D), every row written by exactly one bucket
         for bucket in self.chunk_blocks(chunk):
             rows = bucket_attention(q, k, v, prefix_kv[0], prefix_kv[1], bucket, attn.scaling)  # (H, rows, D)
@@ -176,20 +173,14 @@ class ChunkedStream:
                 out = rows.new_empty(q.shape)
             out[:, bucket.rows] = rows
         del q
-        hidden = hidden + output_projection(attn, out)
-        del out
-        return mlp_sublayer(layer, hidden), k, v
+        return attention_output_and_mlp(layer, hidden, out), k, v
 
     def advance(self, index: int, layer: Any) -> None:
         """Layer `index` over the prefix, every chunk, then the query block (whose attention merges every chunk's)."""
         attn = layer.self_attn
-        x_p = layer.input_layernorm(self.hidden_prefix)
-        q_p, k_p, v_p = project_qkv(attn, x_p, self.cos_p, self.sin_p)  # (H, P, D), (Hkv, P, D), (Hkv, P, D)
-        self.hidden_prefix = mlp_sublayer(
-            layer, self.hidden_prefix + output_projection(attn, sdpa(q_p, k_p, v_p, attn.scaling))
-        )
-        x_q = layer.input_layernorm(self.hidden_query)
-        q_q, k_q, v_q = project_qkv(attn, x_q, self.cos_q, self.sin_q)  # (H, Lq, D), (Hkv, Lq, D), (Hkv, Lq, D)
+        q_p, k_p, v_p = normed_qkv(layer, self.hidden_prefix, self.cos_p, self.sin_p)  # (H, P, D), (Hkv, P, D) x2
+        self.hidden_prefix = attention_output_and_mlp(layer, self.hidden_prefix, sdpa(q_p, k_p, v_p, attn.scaling))
+        q_q, k_q, v_q = normed_qkv(layer, self.hidden_query, self.cos_q, self.sin_q)  # (H, Lq, D), (Hkv, Lq, D) x2
         state = partial_attention(q_q, k_p, v_p, attn.scaling).merge(
             partial_attention(q_q, k_q, v_q, attn.scaling, self.query_own)
         )
@@ -198,7 +189,7 @@ class ChunkedStream:
             self.store.write(chunk.start, hidden)
             state = state.merge(partial_attention(q_q, k_c, v_c, attn.scaling))
             del hidden, k_c, v_c  # free this chunk before the next one is read
-        self.hidden_query = mlp_sublayer(layer, self.hidden_query + output_projection(attn, state.out.to(self.dtype)))
+        self.hidden_query = attention_output_and_mlp(layer, self.hidden_query, state.out.to(self.dtype))
 
     def read(self, layer: Any, num_signal_tokens: int, head_weights: Optional[torch.Tensor] = None) -> Readings:
         """The readout at `layer`: per-document log-sum-exps chunk by chunk, then shares and relevance logits.

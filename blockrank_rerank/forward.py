@@ -23,7 +23,7 @@ from .attention import AttentionPlan, StreamPlan, attend
 from .layout import BlockLayout
 from .scoring import document_log_mass, prefix_log_mass, relevance_logits, shares_from_log_mass
 
-MLP_CHUNK_TOKENS = 1024  # the MLP runs on token chunks: its (chunk, intermediate) activations stay in cache
+TOKEN_CHUNK = 1024  # rows per chunk of the per-token steps on CPU (`token_chunks`): their activations stay in cache
 
 
 @dataclass(frozen=True)
@@ -100,17 +100,50 @@ def output_projection(attn: Any, out: torch.Tensor) -> torch.Tensor:
     return attn.o_proj(out.transpose(0, 1).reshape(out.shape[1], -1))  # (H, T, D) -> (T, H * D)
 
 
-def mlp_sublayer(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """Residual MLP step, on chunks of MLP_CHUNK_TOKENS tokens on CPU. Shapes: hidden (T, C) -> (T, C)."""
-    if hidden.device.type != "cpu":  # chunking helps CPU caches; on accelerators it only adds launches
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    return torch.cat([h + layer.mlp(layer.post_attention_layernorm(h)) for h in hidden.split(MLP_CHUNK_TOKENS)])
+def token_chunks(tokens: int, device: torch.device) -> list[slice]:
+    """Row ranges the per-token steps (norms, projections, RoPE, residual adds, MLP) run over: chunks of
+    TOKEN_CHUNK rows on CPU, so each step's working set stays in cache rather than streaming the whole (T, C)
+    stream through memory once per operation; the whole stream on accelerators, where chunks only add launches."""
+    if device.type != "cpu" or tokens <= TOKEN_CHUNK:
+        return [slice(0, tokens)]
+    return [slice(start, min(start + TOKEN_CHUNK, tokens)) for start in range(0, tokens, TOKEN_CHUNK)]
+
+
+def normed_qkv(
+    layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The layer's input norm, then queries and keys with RoPE, and values, chunk by chunk (`token_chunks`).
+
+    Shapes: hidden (T, C), cos/sin (T, D) -> (H, T, D), (Hkv, T, D), (Hkv, T, D).
+    """
+    attn = layer.self_attn
+    parts = [
+        project_qkv(attn, layer.input_layernorm(hidden[rows]), cos[rows], sin[rows])
+        for rows in token_chunks(hidden.shape[0], hidden.device)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    q, k, v = (torch.cat(pieces, dim=1) for pieces in zip(*parts))  # (heads, chunk, D) pieces -> (heads, T, D)
+    return q, k, v
+
+
+def attention_output_and_mlp(layer: Any, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The rest of the layer after attention: output projection and residual add, then the residual MLP step,
+    chunk by chunk (`token_chunks`). Shapes: hidden (T, C), out (H, T, D) -> (T, C)."""
+    attn = layer.self_attn
+
+    def rest(rows: slice) -> torch.Tensor:
+        mixed = hidden[rows] + output_projection(attn, out[:, rows])  # (chunk, C)
+        return mixed + layer.mlp(layer.post_attention_layernorm(mixed))
+
+    parts = [rest(rows) for rows in token_chunks(hidden.shape[0], hidden.device)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 AttentionObserver = Callable[[torch.Tensor, torch.Tensor, float], None]  # (q (H, T, D), k (Hkv, T, D), scale)
 
 
-def attention_sublayer(
+def decoder_layer(
     layer: Any,
     hidden: torch.Tensor,
     cos: torch.Tensor,
@@ -119,25 +152,17 @@ def attention_sublayer(
     backend: str,
     observe: Optional[AttentionObserver] = None,
 ) -> torch.Tensor:
-    """Residual attention step of one decoder layer; `observe` sees its post-RoPE q and k.
+    """One full decoder layer over a stream; `observe` sees its post-RoPE q and k.
 
     Shapes: hidden (T, C) -> (T, C).
     """
     attn = layer.self_attn
-    x = layer.input_layernorm(hidden)
-    q, k, v = project_qkv(attn, x, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
+    q, k, v = normed_qkv(layer, hidden, cos, sin)  # (H, T, D), (Hkv, T, D), (Hkv, T, D)
     if observe is not None:
         observe(q, k, float(attn.scaling))
     out = attend(backend, q, k, v, plan, attn.scaling)  # (H, T, D)
-    return hidden + output_projection(attn, out)
-
-
-def decoder_layer(layer: Any, hidden: torch.Tensor, *attention: Any) -> torch.Tensor:
-    """One full decoder layer; `attention` are `attention_sublayer`'s arguments after `hidden`.
-
-    Shapes: hidden (T, C) -> (T, C).
-    """
-    return mlp_sublayer(layer, attention_sublayer(layer, hidden, *attention))
+    del q, k, v
+    return attention_output_and_mlp(layer, hidden, out)
 
 
 class Stream(Protocol):

@@ -225,6 +225,18 @@ def load_model_and_tokenizer(
     return model.to(device).eval(), tokenizer, name
 
 
+def hold_linear_weights_in(model: Any, dtype: torch.dtype) -> None:
+    """The decoder layers' linear weights and biases cast to `dtype` once, for a model that runs under autocast
+    to `dtype` (dtype="bfloat16-mixed"): autocast would cast them at every use (on CPU once per token chunk).
+    The values are those autocast uses, so scores do not change; embeddings and norms stay in their dtype."""
+    from .forward import decoder_of
+
+    for layer in decoder_of(model).layers:
+        for module in layer.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.to(dtype)
+
+
 def check_base_chain(record: dict[str, Any], **from_pretrained_kwargs: Any) -> None:
     """Refuse, before loading weights, a LoRA record whose base models loop back to a checkpoint already on the
     chain."""

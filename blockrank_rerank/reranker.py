@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 from .base import Reranker
 from .config import BlockRankConfig
 from .engine import Engine
-from .loading import EMBEDDED_DEFAULT, load_model_and_tokenizer, model_settings
+from .loading import EMBEDDED_DEFAULT, hold_linear_weights_in, load_model_and_tokenizer, model_settings
 
 
 class BlockRank(Reranker):
@@ -39,6 +39,8 @@ class BlockRank(Reranker):
         base = config or BlockRankConfig(**model_settings(model_name_or_path))
         config = base.replace(**overrides) if overrides else base
         model, tokenizer, name = load_model_and_tokenizer(model_name_or_path, config.torch_dtype, config.device)
+        if config.autocast_dtype is not None:  # this model only ever runs under autocast: cast its matmul weights once
+            hold_linear_weights_in(model, config.autocast_dtype)
         return cls(model, tokenizer, config, name=name)
 
     @property

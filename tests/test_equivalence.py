@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from blockrank_rerank import forward
 from blockrank_rerank.attention import plan_attention
 from blockrank_rerank.forward import run_to_scoring_layer
 from blockrank_rerank.layout import build_layout
@@ -31,7 +32,10 @@ def packed_scores(model, layout, backend="torch", num_signal=2, max_rows=8192, e
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("peaked", [False, True])
 @pytest.mark.parametrize("causal_positions", [False, True])
-def test_packed_path_matches_dense_reference(family, peaked, causal_positions):
+@pytest.mark.parametrize("token_chunk", [None, 7])
+def test_packed_path_matches_dense_reference(family, peaked, causal_positions, token_chunk, monkeypatch):
+    if token_chunk:  # the per-token steps in chunks of 7 rows, as CPU runs long streams in chunks of TOKEN_CHUNK
+        monkeypatch.setattr(forward, "TOKEN_CHUNK", token_chunk)
     model = tiny_model(family, peaked=peaked)
     layout = build_layout(random_prompt(9, seed=3), query_position_offset=16384, causal_positions=causal_positions)
     expected, expected_hidden = dense_reference(model, layout, SCORING_LAYER, 2)

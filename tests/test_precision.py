@@ -11,7 +11,7 @@ from blockrank_rerank.config import cpu_bf16_flags  # the real one, before conft
 
 from blockrank_rerank.layout import build_layout
 
-from conftest import random_prompt, tiny_model
+from conftest import random_prompt, save_tiny_model, tiny_model
 
 
 def test_auto_device_takes_cuda_then_mps_then_cpu(monkeypatch):
@@ -94,3 +94,17 @@ def test_chunked_scoring_runs_under_mixed_precision_and_stays_close_to_one_shot(
     expected, found = one_shot.read_layout(layout), chunked.read_layout(layout)
     torch.testing.assert_close(found.shares, expected.shares, atol=1e-3, rtol=0)
     torch.testing.assert_close(found.relevance_logits, expected.relevance_logits, atol=5e-3, rtol=0)
+
+
+def test_loaded_mixed_precision_model_holds_bf16_matmul_weights_with_unchanged_scores(tmp_path):
+    """from_pretrained casts the decoder's linear weights to bf16 once (autocast would at every use): same scores."""
+    path = str(save_tiny_model(tmp_path / "tiny"))
+    mixed = BlockRank.from_pretrained(path, device="cpu", dtype="bfloat16-mixed")
+    layer = mixed.engine.model.model.layers[0]
+    assert layer.mlp.up_proj.weight.dtype == torch.bfloat16 and layer.self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert layer.input_layernorm.weight.dtype == torch.float32  # norms and embeddings stay fp32
+    assert mixed.engine.model.model.embed_tokens.weight.dtype == torch.float32
+    exact = BlockRank.from_pretrained(path, device="cpu", dtype="float32")
+    cast_per_use = BlockRank(exact.engine.model, exact.engine.tokenizer, exact.config.replace(dtype="bfloat16-mixed"))
+    query, documents = "tides and the moon", ["The moon pulls the ocean.", "Stocks fell.", "Tides rise twice a day."]
+    assert mixed.score(query, documents) == cast_per_use.score(query, documents)
