@@ -56,7 +56,8 @@ def main() -> None:
     for n in args.n:
         queries = [run.queries[qid] for qid in qids]
         documents = [[c.text for c in run.candidates[qid][:n]] for qid in qids]
-        tokens = [base.engine.layout(q, d).num_tokens for q, d in zip(queries, documents)]
+        layouts = [base.engine.layout(q, d) for q, d in zip(queries, documents)]
+        tokens = [layout.num_tokens for layout in layouts]
         times: dict[str, list[float]] = {name: [] for name in rankers}
         results = {}
         for _ in range(args.repeats):
@@ -69,7 +70,8 @@ def main() -> None:
         reference = results[reference_name]
         base_rate = args.queries / statistics.median(times[reference_name])
         for name, (ranker, size) in rankers.items():
-            forwards = len(ranker.engine.packs([base.engine.layout(q, d) for q, d in zip(queries, documents)]))
+            batches = [layouts[start : start + size] for start in range(0, len(layouts), size)]
+            forwards = sum(len(ranker.engine.packs(batch)) for batch in batches)  # as rerank_batch runs them
             difference = max(
                 abs(a.score - b.score)
                 for ranked, expected in zip(results[name], reference)

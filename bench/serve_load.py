@@ -241,10 +241,9 @@ def main() -> None:
         "less on such contention than requests/s and latency do.",
         "",
         "Batching (`--max-batch-size 8 --batch-wait-ms 5`) gathers concurrent requests into one `rerank_batch` "
-        "call in the worker thread; until multi-query packing exists that call still runs one forward per query, "
-        "so it can save only per-request overhead, not compute, and every request of a batch waits for the whole "
-        "batch. No batching (`--max-batch-size 1`, the default until packing lands) answers each request as its "
-        "own forward ends.",
+        "call in the worker thread, which packs the prompts that fit `max_pack_tokens` into shared forwards "
+        "(multi-query packing); every request of a batch waits for the whole batch. No batching "
+        "(`--max-batch-size 1`, the default) answers each request as its own forward ends.",
         "",
         "| concurrency | mode | requests done | cut off | errors | requests/s | p50 s | p95 s | p99 s | server CPU s "
         "per request | load at end |",
