@@ -176,7 +176,7 @@ def measure_packing(args: argparse.Namespace) -> list[dict[str, Any]]:
         engine = BlockRank(model, None, config, name=geometry).engine
         for n in args.n[:2]:
             layouts = [synthetic_layout(n, GEOMETRIES[geometry]["vocab_size"], seed) for seed in range(PACK_QUERIES)]
-            cell = {"backend": backend, "dtype": config.dtype, "n": n, "queries": PACK_QUERIES}
+            cell = {"geometry": geometry, "backend": backend, "dtype": config.dtype, "n": n, "queries": PACK_QUERIES}
             for name, call in (
                 ("one_per_forward_s", lambda: [engine.read_layout(layout) for layout in layouts]),
                 ("packed_s", lambda: engine.read_layouts(layouts)),
@@ -197,7 +197,8 @@ def measure_packing(args: argparse.Namespace) -> list[dict[str, Any]]:
 def packing_report(cells: list[dict[str, Any]]) -> str:
     """Rows of the packing table: queries/s one forward per query against one packed forward."""
     lines = [
-        f"Multi-query packing ({PACK_QUERIES} prompts of the smollm2-135m geometry, `Engine.read_layouts`; median "
+        f"Multi-query packing ({PACK_QUERIES} prompts of the {cells[0]['geometry'] if cells else ''} geometry, "
+        "`Engine.read_layouts`; median "
         "seconds for all of them, queries/s in brackets):",
         "",
         "| backend | dtype | N | one forward per query | one packed forward | speed-up |",
