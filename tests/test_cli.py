@@ -97,3 +97,12 @@ def test_demo_without_data_names_the_path_it_looked_at_and_honours_queries(
     out = capsys.readouterr().out
     assert "no DL19 data at nowhere;" in out  # relative to the working directory
     assert out.count("Query:") == 1
+
+
+def test_max_pack_tokens_and_dtype_reach_the_config_overrides():
+    from blockrank_rerank.cli import build_parser, config_overrides
+
+    args = build_parser().parse_args(
+        ["batch-rerank", "--input", "in.jsonl", "--output", "out", "--max-pack-tokens", "0", "--dtype", "float32"]
+    )
+    assert config_overrides(args) == {"dtype": "float32", "max_pack_tokens": 0}
