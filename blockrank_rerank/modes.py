@@ -38,8 +38,9 @@ class ScoringMode(ABC):
         and their relevance logits where the mode reads them."""
 
     def score_pack(self, engine: Any, layouts: Sequence[BlockLayout]) -> list[Readings]:
-        """`score` of each of `layouts` from one forward over all of them (a packable mode's one-shot layouts)."""
-        raise NotImplementedError(f"scoring mode {self.name!r} scores one prompt per forward")
+        """`score` of each of `layouts`; a packable mode overrides this with one forward over all of them (the
+        engine packs only for such modes, so this default, one forward per prompt, is what any other mode means)."""
+        return [self.score(engine, layout) for layout in layouts]
 
 
 class BlockRankMode(ScoringMode):
