@@ -128,7 +128,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             "compute dtype (default auto: bfloat16-mixed on CUDA and on CPUs with AMX-BF16 or AVX512-BF16, else "
             "float32; "
-            "bfloat16-mixed runs matmuls in bf16 over fp32 weights and residual stream)"
+            "bfloat16-mixed runs matmuls in bf16 over an fp32 residual stream)"
         ),
     )
     group.add_argument(

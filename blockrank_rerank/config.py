@@ -13,8 +13,9 @@ from .attention import ATTENTION_FUNCTIONS
 from .modes import SCORING_MODES
 
 ATTENTION_BACKENDS = ("auto", *ATTENTION_FUNCTIONS)  # "auto" picks the fastest usable one (attention.resolve_backend)
-# dtype name -> dtype of the weights; "bfloat16-mixed" keeps weights, residual stream, norms and the readout in
-# fp32 and runs matmuls and attention in bf16 under autocast; "auto" resolves by `auto_dtype`
+# dtype name -> dtype the weights load in; "bfloat16-mixed" keeps embeddings, residual stream, norms and the readout
+# in fp32 and runs matmuls and attention in bf16 under autocast (from_pretrained then holds the decoder's linear
+# weights in bf16: loading.hold_linear_weights_in); "auto" resolves by `auto_dtype`
 DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,

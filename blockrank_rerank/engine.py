@@ -143,7 +143,8 @@ class Engine:
         return plan
 
     def precision(self) -> contextlib.AbstractContextManager:
-        """Autocast to the config's mixed-precision dtype (bf16 matmuls over fp32 weights), or nothing."""
+        """Autocast to the config's mixed-precision dtype (bf16 matmuls), or nothing. Code that runs `self.model`
+        itself (generation, say) needs it too: under bfloat16-mixed the decoder's linear weights are held in bf16."""
         dtype = self.config.autocast_dtype
         return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 

@@ -193,14 +193,15 @@ def print_summary(
 
 
 def generate(ranker: Any, prompt: str, max_new_tokens: int = 48) -> str:
-    """A short greedy completion of one user message from the reranker's own causal LM (its chat template)."""
+    """A short greedy completion of one user message from the reranker's own causal LM (its chat template),
+    in the reranker's precision: under dtype="bfloat16-mixed" its decoder weights are held in bf16."""
     import torch
 
     tokenizer = ranker.engine.tokenizer
     messages = [{"role": "user", "content": prompt}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(ranker.engine.device) for k, v in inputs.items()}
-    with torch.inference_mode():
+    with torch.inference_mode(), ranker.engine.precision():
         output = ranker.engine.model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
         )

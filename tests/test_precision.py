@@ -108,3 +108,7 @@ def test_loaded_mixed_precision_model_holds_bf16_matmul_weights_with_unchanged_s
     cast_per_use = BlockRank(exact.engine.model, exact.engine.tokenizer, exact.config.replace(dtype="bfloat16-mixed"))
     query, documents = "tides and the moon", ["The moon pulls the ocean.", "Stocks fell.", "Tides rise twice a day."]
     assert mixed.score(query, documents) == cast_per_use.score(query, documents)
+    input_ids = torch.tensor([[1, 5, 9, 2]])  # (1, T)
+    with torch.inference_mode(), mixed.engine.precision():  # the model run directly (generation): its precision
+        generated = mixed.engine.model.generate(input_ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert generated.shape == (1, 7)
