@@ -39,7 +39,7 @@ class BlockRank(Reranker):
         base = config or BlockRankConfig(**model_settings(model_name_or_path))
         config = base.replace(**overrides) if overrides else base
         model, tokenizer, name = load_model_and_tokenizer(model_name_or_path, config.torch_dtype, config.device)
-        if config.autocast_dtype is not None:  # this model only ever runs under autocast: cast its matmul weights once
+        if config.autocast_dtype is not None:  # the engine runs it under autocast (engine.precision()): cast once
             hold_linear_weights_in(model, config.autocast_dtype)
         return cls(model, tokenizer, config, name=name)
 
